@@ -1,0 +1,1 @@
+"""big_vision_like: JAX/Flax pretraining of vision and vision-language models."""

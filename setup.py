@@ -1,0 +1,39 @@
+"""big_vision_like: pretraining vision and vision-language models in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="big_vision_like",
+    version="0.1.0",
+    description="JAX/Flax pretraining of ViT, NFNet and CLIP/SigLIP models, "
+                "in the line of big_vision.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.14",
+    packages=setuptools.find_packages(include=["big_vision_like", "big_vision_like.*"]),
+    install_requires=[
+        "absl-py>=2.0",
+        "chex>=0.1.87",
+        "flax>=0.10,<0.13",
+        "jax>=0.6,<0.11",
+        "ml-collections>=1.0",
+        "numpy>=1.26",
+        "optax>=0.2.4,<0.3",
+        "orbax-checkpoint>=0.11,<0.13",
+        "scikit-learn>=1.4",  # ships the digits images (no download)
+        "sentencepiece>=0.2",
+        "tensorflow-cpu>=2.16,<2.22; sys_platform != 'darwin'",
+        "tensorflow>=2.16,<2.22; sys_platform == 'darwin'",
+        "tensorflow-datasets>=4.9.6,<4.10",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "notebooks": ["jupyter", "nbclient>=0.10", "nbformat>=5.10", "matplotlib"],
+        "gpu": ["jax[cuda12]>=0.6,<0.11"],
+    },
+    entry_points={
+        "console_scripts": [
+            "bvl-train=big_vision_like.train:run_main",
+        ],
+    },
+)
