@@ -1,8 +1,17 @@
-"""Shared test set-up: quiet TensorFlow, no GPU for tf.data, a session data dir."""
+"""Shared test set-up: 8 simulated CPU devices, quiet TF, a session data dir.
+
+Tests run on 8 simulated devices so every sharded path is exercised; tests
+that need another device count (1 device, several processes) start their own
+subprocesses.
+"""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
+                                                                  ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=8")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

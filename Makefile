@@ -1,0 +1,32 @@
+# The two quickstart commands: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_WORKDIR ?= workdirs/demo_vit_digits
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: demo test install benchmark clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): setup.py | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m big_vision_like.train --config configs/vit_digits.py \
+	    --workdir $(DEMO_WORKDIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15
+
+benchmark: $(STAMP)
+	$(PY) -m big_vision_like.tools.benchmark
+
+clean:
+	rm -rf $(VENV) build *.egg-info

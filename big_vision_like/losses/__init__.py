@@ -1,0 +1,3 @@
+"""Built-in losses; each module registers its losses in `registry.LOSSES`."""
+
+from big_vision_like.losses import classification  # noqa: F401

@@ -1,0 +1,344 @@
+"""One trainer for every task: `train_and_evaluate(config, workdir)`.
+
+Launch a config file from the command line, as with big_vision:
+
+  python -m big_vision_like.train --config configs/vit_digits.py \
+      --workdir /tmp/vit_digits [--config.lr=3e-3]
+
+Rerunning the same command with the same workdir resumes from the latest
+complete checkpoint (params, optimizer state, step, RNG and data position).
+Pass `--distributed` to call `jax.distributed.initialize` (multi-host); it is
+never called otherwise.
+"""
+
+import functools
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import optax
+
+from big_vision_like import checkpoint as ckpt_lib
+from big_vision_like import config as config_lib
+from big_vision_like import input_pipeline
+from big_vision_like import metrics as metrics_lib
+from big_vision_like import optim
+from big_vision_like import sharding
+from big_vision_like.datasets import core as datasets_core
+from big_vision_like.evaluators import common as evaluators
+from big_vision_like.pp import builder as pp_builder
+from big_vision_like.registry import LOSSES
+from big_vision_like.registry import MODELS
+
+REQUIRED, OPEN = config_lib.REQUIRED, config_lib.OPEN
+
+# Every top-level key the trainer reads; anything else in a config is an error.
+DEFAULTS = {
+    "seed": 0,
+    "total_steps": None, "total_epochs": None, "total_examples": None,
+    "input": {
+        "data": {"name": REQUIRED, "split": REQUIRED, "data_dir": None},
+        "batch_size": REQUIRED,
+        "pp": REQUIRED,
+        "shuffle_buffer_size": 10_000,
+        "cache_raw": False,
+        "prefetch": 2,
+    },
+    "model_name": REQUIRED,
+    "model": OPEN,
+    "model_init": None,  # A `load_params` path to start from.
+    "model_inputs": ("image",),  # Batch keys fed to `model.apply`, in order.
+    "loss": "softmax_xent",
+    "loss_kw": OPEN,
+    "mesh": (("data", -1),),
+    "sharding_rules": ((".*", "replicate"),),
+    "log_training_steps": 50,
+    "log_eval_steps": None,  # Default schedule of evaluators without one.
+    "ckpt_steps": None,
+    "keep_ckpt": 2,  # Keep the last K checkpoints ...
+    "keep_ckpt_steps": None,  # ... plus every M-th step.
+    "evals": OPEN,
+    **optim.DEFAULTS,
+}
+
+
+def _log(msg):
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+  logging.info(msg)
+
+
+def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed):
+  """The pure train step: (state, batch) -> (new state, metrics)."""
+
+  def train_step(state, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(jax.random.key(seed), step)
+
+    def objective(params):
+      inputs = [batch[k] for k in model_inputs]
+      outputs = model.apply({"params": params}, *inputs, train=True,
+                            rngs={"dropout": rng})
+      return loss_fn(outputs, batch)
+
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
+        state["params"])
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {"loss": loss, "lr": sched_fn(step),
+               "l2_grads": optax.global_norm(grads),
+               "l2_params": optax.global_norm(params), **aux}
+    return {"params": params, "opt": opt, "step": step + 1}, metrics
+
+  return train_step
+
+
+def make_predict_fns(model, model_inputs):
+  """The functions evaluators choose from by name (`config.evals.x.pred`)."""
+
+  def predict(train_state, batch):
+    inputs = [batch[k] for k in model_inputs]
+    return model.apply({"params": train_state["params"]}, *inputs,
+                       train=False)
+
+  return {"predict": predict}
+
+
+class _Setup:
+  """Everything a run builds from its config before the first step."""
+
+  def __init__(self, config, workdir):
+    self.config = config
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+    data = dict(config.input.data)
+    self.source = datasets_core.get_source(data.pop("name"), **data)
+    self.data_size = self.source.num_examples(config.input.data.split)
+    self.batch_size = config.input.batch_size
+    self.total_steps = config_lib.to_steps(
+        config, "total", batch_size=self.batch_size, data_size=self.data_size)
+    if self.total_steps <= 0:
+      raise ValueError(f"Training has {self.total_steps} steps; set "
+                       "config.total_steps (or _epochs/_examples) above 0.")
+    self.model = MODELS.get(config.model_name)(**config.model)
+    self.loss_fn = functools.partial(LOSSES.get(config.loss), **config.loss_kw)
+    self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
+    self.ckpt = ckpt_lib.Checkpointer(
+        workdir, keep_last=config.keep_ckpt,
+        keep_every=config.keep_ckpt_steps)
+
+  def train_dataset(self, start_step):
+    return input_pipeline.make_train_dataset(
+        self.source, self.config.input.data.split, pp=self.pp_fn,
+        global_batch_size=self.batch_size, seed=self.config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(), start_step=start_step,
+        shuffle_buffer_size=self.config.input.shuffle_buffer_size,
+        cache_raw=self.config.input.cache_raw,
+        prefetch=self.config.input.prefetch)
+
+  def abstract_state(self, element_spec):
+    """Shapes and shardings of the train state, and the optimizer."""
+    inputs = [jnp.zeros((1, *element_spec[k].shape[1:]),
+                        element_spec[k].dtype.as_numpy_dtype)
+              for k in self.config.model_inputs]
+
+    def init_params(rng):
+      return self.model.init({"params": rng, "dropout": rng}, *inputs,
+                             train=False)["params"]
+
+    params = jax.eval_shape(init_params, jax.random.key(self.config.seed))
+    tx, sched_fns = optim.make_optimizer(
+        self.config, params, total_steps=self.total_steps,
+        batch_size=self.batch_size, data_size=self.data_size)
+    make_state = lambda p: {"params": p, "opt": tx.init(p),  # noqa: E731
+                            "step": jnp.zeros([], jnp.int32)}
+    abstract = jax.eval_shape(make_state, params)
+    shardings = sharding.infer_shardings(abstract, self.config.sharding_rules,
+                                         self.mesh)
+    init = jax.jit(lambda rng: make_state(init_params(rng)),
+                   out_shardings=shardings)
+    return abstract, shardings, init, tx, sched_fns[0][1]
+
+
+def _with_shardings(abstract, shardings):
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract, shardings)
+
+
+def _initial_state(setup, abstract, shardings, init):
+  """Restores the latest checkpoint, else initialises (or loads) params."""
+  step = setup.ckpt.latest_step()
+  if step is not None:
+    state, meta = setup.ckpt.restore(step, _with_shardings(abstract, shardings))
+    _log(f"Resumed from {setup.ckpt.directory}/{step} "
+         f"({meta['examples_seen']} examples seen).")
+    return state
+  state = init(jax.random.key(setup.config.seed))
+  if setup.config.model_init:
+    loaded = ckpt_lib.load_params(setup.config.model_init)
+    params = jax.tree.map(jnp.asarray, loaded)
+    if jax.tree.structure(params) != jax.tree.structure(state["params"]):
+      raise ValueError(f"config.model_init={setup.config.model_init} does not "
+                       "match the model's parameter tree.")
+    state["params"] = jax.device_put(params, shardings["params"])
+  return state
+
+
+class _LossWatch:
+  """Keeps per-step losses on device; checks them only when fetched."""
+
+  def __init__(self):
+    self._pending = []
+
+  def add(self, step, loss):
+    self._pending.append((step, loss))
+
+  def check(self):
+    """Raises FloatingPointError naming the first step with a bad loss."""
+    for step, loss in jax.device_get(self._pending):
+      metrics_lib.check_finite(step, {"loss": float(loss)})
+    self._pending = []
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir`, resuming if possible; returns last metrics.
+
+  Args:
+    config: a ConfigDict (see DEFAULTS for the keys the trainer reads).
+    workdir: where checkpoints, metrics.jsonl and TensorBoard logs go.
+
+  Returns:
+    A dict of the final training metrics and every evaluator's last results.
+  """
+  config = config_lib.check_and_fill(config, DEFAULTS)
+  os.makedirs(workdir, exist_ok=True)
+  setup = _Setup(config, workdir)
+  total = setup.total_steps
+  ds = setup.train_dataset(start_step=0)
+  abstract, shardings, init, tx, sched_fn = setup.abstract_state(
+      ds.element_spec)
+  with setup.mesh:
+    state = _initial_state(setup, abstract, shardings, init)
+  start = int(jax.device_get(state["step"]))
+  step_fn = jax.jit(
+      make_train_step(setup.model, setup.loss_fn, tx, sched_fn,
+                      model_inputs=config.model_inputs, seed=config.seed),
+      in_shardings=(shardings, setup.batch_sharding),
+      out_shardings=(shardings, sharding.replicated(setup.mesh)),
+      donate_argnums=0)
+  evals = evaluators.build_evaluators(
+      config.evals, make_predict_fns(setup.model, config.model_inputs),
+      mesh=setup.mesh, batch_size=setup.batch_size, total_steps=total,
+      data_size=setup.data_size, default_log_steps=config.log_eval_steps)
+  writer = metrics_lib.MetricWriter(workdir, total_steps=total,
+                                    is_main=jax.process_index() == 0)
+  results = {}
+  if start < total:
+    ds = setup.train_dataset(start_step=start)
+    results = _train_loop(setup, state, step_fn, ds, evals, writer, start)
+  else:
+    _log(f"Training already complete at step {start}/{total}.")
+    results.update(_run_evals(evals, state, total, total, writer, force=True))
+  setup.ckpt.close()
+  writer.close()
+  return results
+
+
+def _train_loop(setup, state, step_fn, ds, evals, writer, start):
+  """Runs steps start+1..total with logging, evals and checkpoints."""
+  config, total = setup.config, setup.total_steps
+  it = input_pipeline.start_global_iterator(ds, setup.batch_sharding)
+  progress = metrics_lib.Progress(
+      total, start_step=start, batch_size=setup.batch_size,
+      num_devices=jax.device_count())
+  watch, results = _LossWatch(), {}
+  for step in range(start + 1, total + 1):
+    batch = next(it)
+    if step == start + 1:
+      t0 = time.perf_counter()
+      step_fn = step_fn.lower(state, batch).compile()
+      compile_sec = time.perf_counter() - t0
+      writer.write(step, {"compile_sec": compile_sec})
+      _log(f"Compiled the train step in {compile_sec:.1f}s.")
+    with setup.mesh:
+      state, metrics = step_fn(state, batch)
+    watch.add(step, metrics["loss"])
+    progress.tick(step)
+    if step % config.log_training_steps == 0 or step == total:
+      watch.check()
+      measured = {f"train/{k}": float(v)
+                  for k, v in jax.device_get(metrics).items()}
+      measured.update(progress.measure())
+      writer.write(step, measured)
+      _log(metrics_lib.format_line(step, total, measured))
+      results.update(measured)
+    results.update(_run_evals(evals, state, step, total, writer))
+    if step == total or (config.ckpt_steps and step % config.ckpt_steps == 0):
+      watch.check()
+      setup.ckpt.save(step, state, {
+          "step": step, "examples_seen": step * setup.batch_size,
+          "config": config.to_json()})
+  setup.ckpt.wait()
+  return results
+
+
+def _run_evals(evals, state, step, total, writer, force=False):
+  """Runs the evaluators due at `step` (all of them if `force`)."""
+  results = {}
+  for ev in evals:
+    if not (force or ev.due(step, total)):
+      continue
+    t0 = time.perf_counter()
+    values = {f"{ev.name}/{k}": v for k, v in ev.evaluator.run(state)}
+    values[f"{ev.name}/walltime_sec"] = time.perf_counter() - t0
+    writer.write(step, values)
+    _log(f"[{step}] " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    results.update(values)
+  return results
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally `FILE.py:arg`.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and logs go here.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize (multi-host).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (with --distributed;"
+    " auto-detected on TPU pods, SLURM, and other managed clusters).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --distributed.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed.")
+
+
+def main(argv):
+  del argv
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # tf.data must not take GPU memory.
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  if _WORKDIR.value is None:
+    raise app.UsageError("--workdir is required.")
+  results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  workdir = os.path.abspath(_WORKDIR.value)
+  _log("Final metrics:\n" + "\n".join(
+      f"  {k} = {v:.4f}" for k, v in sorted(results.items())))
+  _log(f"Checkpoints: {workdir}/checkpoints\n"
+       f"Metrics: {workdir}/metrics.jsonl, TensorBoard: {workdir}/tensorboard")
+
+
+def run_main():
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

@@ -1,0 +1,60 @@
+r"""A small ViT trained from scratch on the built-in handwritten digits.
+
+The spine's demo (`make demo`): scikit-learn's 1,797 real 8x8 digits, as the
+built-in TFDS dataset `bvl_digits` (train 1,257 / validation 180 / test 360),
+upsampled to 16x16 through a random affine resampling (rotation +-10 deg,
+zoom +-10%, shift +-1 source pixel), ViT with 4x4 patches, width 64, depth 4.
+
+Command:
+  python -m big_vision_like.train --config configs/vit_digits.py \
+      --workdir workdirs/vit_digits
+
+Runtime: about 2 minutes of training on a 2-core CPU (no accelerator).
+Result: test prec@1 >= 98% (99.2% measured; see README for the exact figure).
+
+`:short` runs a few steps only (used by the tests).
+"""
+
+from big_vision_like import config as config_lib
+
+
+def get_config(arg=None):
+  """The digits ViT config; `arg` may be `short` for a smoke run."""
+  arg = config_lib.parse_arg(arg, short=False)
+  c = config_lib.ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 20 if arg.short else 1500
+
+  label = 'onehot(10, key="label", key_result="labels")|keep("image", "labels")'
+  c.input = dict(
+      data=dict(name="bvl_digits", split="train"),
+      batch_size=128,
+      shuffle_buffer_size=2_000,
+      cache_raw=True,
+      pp=("decode(channels=1)|random_affine(16, rotate=10, scale=0.1, "
+          f"shift=0.125)|value_range(-1, 1)|{label}"),
+  )
+  pp_eval = f"decode(channels=1)|resize(16)|value_range(-1, 1)|{label}"
+
+  c.model_name = "vit"
+  c.model = dict(num_classes=10, patch_size=(4, 4), width=64, depth=4,
+                 mlp_dim=128, num_heads=4, pool_type="gap")
+  c.loss = "softmax_xent"
+
+  c.optax_name = "adamw"
+  c.lr = 1e-3
+  c.wd = 5e-5  # Decoupled: 0.05 x lr in optax.adamw terms.
+  c.schedule = dict(warmup_steps=5 if arg.short else 200, decay_type="cosine")
+  c.grad_clip_norm = 1.0
+
+  c.log_training_steps = 5 if arg.short else 100
+  c.ckpt_steps = 10 if arg.short else 500
+  c.evals = dict(
+      val=dict(type="classification",
+               data=dict(name="bvl_digits", split="validation"),
+               pp_fn=pp_eval, log_steps=10 if arg.short else 500),
+      test=dict(type="classification",
+                data=dict(name="bvl_digits", split="test"),
+                pp_fn=pp_eval, log_steps=10 if arg.short else 500),
+  )
+  return c
