@@ -1,0 +1,342 @@
+"""Vision Transformer with big_vision's parameter names.
+
+"An Image is Worth 16x16 Words" (Dosovitskiy et al. 2020), with the options
+of "Scaling Vision Transformers", "Better plain ViT baselines" (sincos2d, gap)
+and "Getting ViT in Shape" (So400m). Released big_vision `.npz` checkpoints
+load without renaming; see `scan_to_unscanned` / `unscanned_to_scan` for the
+two layouts of the encoder.
+"""
+
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_like.models import common
+from big_vision_like.registry import MODELS
+
+# name: (width, depth, mlp_dim, num_heads)
+VARIANTS = {
+    "mu": (32, 1, 128, 2),
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "So400m": (1152, 27, 4304, 16),
+    "H": (1280, 32, 5120, 16),
+    "g": (1408, 40, 6144, 16),
+    "g-opt": (1536, 40, 6144, 16),
+    "G": (1664, 48, 8192, 16),
+    "G-opt": (1536, 48, 8192, 16),
+    "e": (1792, 56, 15360, 16),
+}
+
+POOL_TYPES = ("gap", "tok", "map", "0", "none")
+
+
+def decode_variant(variant):
+  """Decodes "B/16" (or "B", or "B/16x8") into `_Model` keyword arguments."""
+  if variant is None:
+    return {}
+  name, _, patch = variant.partition("/")
+  if name not in VARIANTS:
+    raise ValueError(f"Unknown ViT variant {name!r} (in {variant!r}). "
+                     f"Known: {list(VARIANTS)}.")
+  width, depth, mlp_dim, num_heads = VARIANTS[name]
+  out = dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads)
+  if patch:
+    if not re.fullmatch(r"\d+(x\d+)?", patch):
+      raise ValueError(f"Bad patch size {patch!r} in ViT variant {variant!r}; "
+                       "expected e.g. '16' or '16x8'.")
+    sizes = tuple(int(p) for p in patch.split("x"))
+    out["patch_size"] = sizes * 2 if len(sizes) == 1 else sizes
+  return out
+
+
+def _drop_path(x, rate, rng):
+  """Stochastic depth: drops the whole residual branch per example."""
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
+class MlpBlock(nn.Module):
+  """Transformer MLP: Dense -> gelu -> dropout -> Dense."""
+  mlp_dim: int | None = None  # None: 4 * input width
+  dropout: float = 0.0
+  dtype_mm: str = "float32"
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    """x: [..., D] -> [..., D]."""
+    d = x.shape[-1]
+    dense = lambda n: nn.Dense(  # noqa: E731
+        n, dtype=common.to_dtype(self.dtype_mm),
+        kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.normal(stddev=1e-6))
+    x = dense(self.mlp_dim or 4 * d)(x)  # [..., mlp]
+    x = nn.gelu(x)
+    x = nn.Dropout(rate=self.dropout)(x, deterministic)
+    return dense(d)(x)  # [..., D]
+
+
+class LayerScale(nn.Module):
+  """Per-channel learned scale of a residual branch ("Going deeper", CaiT)."""
+  init_value: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.constant(self.init_value),
+                       (x.shape[-1],))
+    return x * scale.astype(x.dtype)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+  mlp_dim: int | None = None
+  num_heads: int = 12
+  dropout: float = 0.0
+  layerscale: float | None = None
+  dtype_mm: str = "float32"
+
+  def _branch(self, y, drop_path_rate, deterministic):
+    y = nn.Dropout(rate=self.dropout)(y, deterministic)
+    if self.layerscale is not None:
+      y = LayerScale(self.layerscale)(y)
+    # A Python 0.0 means "off"; a traced rate (scan) is always applied.
+    static_zero = (isinstance(drop_path_rate, (int, float))
+                   and not drop_path_rate)
+    if not deterministic and not static_zero:
+      y = _drop_path(y, drop_path_rate, self.make_rng("dropout"))
+    return y
+
+  @nn.compact
+  def __call__(self, x, drop_path_rate=0.0, deterministic=True):
+    """x: [B, L, D] -> ([B, L, D], None); None is scan's per-layer output."""
+    y = nn.LayerNorm()(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads,
+        kernel_init=nn.initializers.xavier_uniform(),
+        dtype=common.to_dtype(self.dtype_mm),
+    )(y, y, deterministic=deterministic)  # [B, L, D]
+    x = x + self._branch(y, drop_path_rate, deterministic)
+
+    y = nn.LayerNorm()(x)
+    y = MlpBlock(mlp_dim=self.mlp_dim, dropout=self.dropout,
+                 dtype_mm=self.dtype_mm)(y, deterministic)  # [B, L, D]
+    x = x + self._branch(y, drop_path_rate, deterministic)
+    return x, None
+
+
+class Encoder(nn.Module):
+  """Stack of `depth` blocks followed by `encoder_norm`."""
+  depth: int
+  mlp_dim: int | None = None
+  num_heads: int = 12
+  dropout: float = 0.0
+  drop_path: float = 0.0
+  layerscale: float | None = None
+  dtype_mm: str = "float32"
+  scan: bool = False
+  remat_policy: str = "nothing_saveable"
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    """x: [B, L, D] -> (encoded [B, L, D], {"encoder_{i}": [B, L, D]})."""
+    out = {}
+    kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+              dropout=self.dropout, layerscale=self.layerscale,
+              dtype_mm=self.dtype_mm)
+    rates = np.linspace(0.0, self.drop_path, self.depth)  # stochastic depth
+    if self.scan:
+      policy = getattr(jax.checkpoint_policies, self.remat_policy, None)
+      if policy is None:
+        raise ValueError(f"Unknown remat_policy {self.remat_policy!r}: not "
+                         "a name in jax.checkpoint_policies.")
+      if self.drop_path:  # one traced rate per layer
+        rate_arg, rate_axis, static = jnp.asarray(rates, jnp.float32), 0, (3,)
+      else:
+        rate_arg, rate_axis, static = 0.0, nn.broadcast, (2, 3)
+      block = nn.remat(Encoder1DBlock, prevent_cse=False, policy=policy,
+                       static_argnums=static)
+      x, _ = nn.scan(
+          block,
+          variable_axes={"params": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(rate_axis, nn.broadcast),
+          length=self.depth,
+      )(name="encoderblock", **kw)(x, rate_arg, deterministic)
+    else:
+      for i in range(self.depth):
+        block = Encoder1DBlock(name=f"encoderblock_{i}", **kw)
+        x, _ = block(x, float(rates[i]), deterministic)
+        out[f"encoder_{i}"] = x
+    return nn.LayerNorm(name="encoder_norm")(x), out
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling with a learned probe."""
+  mlp_dim: int | None = None
+  num_heads: int = 12
+  dtype_mm: str = "float32"
+
+  @nn.compact
+  def __call__(self, x):
+    """x: [B, L, D] -> [B, D]."""
+    b, _, d = x.shape
+    probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d))
+    probe = jnp.tile(probe, [b, 1, 1])  # [B, 1, D]
+    x = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads,
+        kernel_init=nn.initializers.xavier_uniform(),
+        dtype=common.to_dtype(self.dtype_mm),
+    )(probe, x)  # [B, 1, D]
+    y = nn.LayerNorm()(x)
+    x = x + MlpBlock(mlp_dim=self.mlp_dim, dtype_mm=self.dtype_mm)(y)
+    return x[:, 0]  # [B, D]
+
+
+class _Model(nn.Module):
+  """ViT. `apply(..., images [B, H, W, C], train=False)` -> (out, aux)."""
+  num_classes: int | None = None
+  patch_size: Any = (16, 16)
+  width: int = 768
+  depth: int = 12
+  mlp_dim: int | None = None  # None: 4 * width
+  num_heads: int = 12
+  posemb: str = "learn"  # or "sincos2d"
+  rep_size: int | bool = False
+  dropout: float = 0.0
+  drop_path: float = 0.0  # rate of the last block; linear from 0 over depth
+  pool_type: str = "gap"
+  head_zeroinit: bool = True
+  layerscale: float | None = None
+  dtype_mm: str = "float32"
+  scan: bool = False
+  remat_policy: str = "nothing_saveable"
+
+  def _posemb(self, h, w, d):
+    if self.posemb == "learn":
+      return self.param("pos_embedding",
+                        nn.initializers.normal(stddev=1 / np.sqrt(d)),
+                        (1, h * w, d))
+    if self.posemb == "sincos2d":
+      return common.posemb_sincos_2d(h, w, d)
+    raise ValueError(f"Unknown posemb {self.posemb!r}; "
+                     "known: 'learn', 'sincos2d'.")
+
+  def _pool(self, x):
+    """x: [B, L, D] -> [B, D] (or [B, L, D] for pool_type "0"/"none")."""
+    if self.pool_type == "gap":
+      return jnp.mean(x, axis=1)
+    if self.pool_type == "tok":
+      return x[:, 0]
+    if self.pool_type == "map":
+      return MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                     dtype_mm=self.dtype_mm)(x)
+    if self.pool_type in ("0", "none"):
+      return x
+    raise ValueError(f"Unknown pool_type {self.pool_type!r}; "
+                     f"known: {POOL_TYPES}.")
+
+  @nn.compact
+  def __call__(self, image, *, train=False):
+    """image: [B, H, W, C] float -> (logits or representation, aux dict)."""
+    out = {}
+    ps = self.patch_size
+    ps = (ps, ps) if isinstance(ps, int) else tuple(ps)
+    x = out["stem"] = nn.Conv(
+        self.width, ps, strides=ps, padding="VALID", name="embedding",
+        dtype=common.to_dtype(self.dtype_mm))(image)  # [B, h, w, D]
+    b, h, w, d = x.shape
+    x = jnp.reshape(x, (b, h * w, d))  # [B, h*w, D]
+    x = out["with_posemb"] = x + self._posemb(h, w, d)
+
+    if self.pool_type == "tok":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
+      x = jnp.concatenate([jnp.tile(cls, [b, 1, 1]).astype(x.dtype), x], 1)
+    x = nn.Dropout(rate=self.dropout)(x, not train)  # [B, L, D]
+
+    x, enc_out = Encoder(
+        depth=self.depth, mlp_dim=self.mlp_dim or 4 * self.width,
+        num_heads=self.num_heads, dropout=self.dropout,
+        drop_path=self.drop_path, layerscale=self.layerscale,
+        dtype_mm=self.dtype_mm, scan=self.scan,
+        remat_policy=self.remat_policy, name="Transformer",
+    )(x, deterministic=not train)
+    out.update(enc_out)
+    out["encoded"] = x  # [B, L, D]
+
+    x = out["head_input"] = self._pool(x)  # [B, D]
+    if self.rep_size:
+      rep = self.width if self.rep_size is True else self.rep_size
+      x = nn.tanh(nn.Dense(rep, name="pre_logits")(x))  # [B, rep]
+    out["pre_logits"] = x
+
+    if self.num_classes:
+      init = (nn.initializers.zeros if self.head_zeroinit
+              else nn.linear.default_kernel_init)
+      x = out["logits"] = nn.Dense(self.num_classes, name="head",
+                                   kernel_init=init)(x)  # [B, classes]
+    return x, out
+
+
+def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=C0103
+  """Builds a ViT; `variant` ("B/16", "So400m/14", ...) sets its size.
+
+  Explicit keyword arguments override what the variant decodes to.
+  """
+  return _Model(num_classes=num_classes, **{**decode_variant(variant), **kw})
+
+
+MODELS.register("vit", Model)
+
+
+def _split_key(k):
+  m = re.fullmatch(r"encoderblock_(\d+)", k)
+  return int(m.group(1)) if m else None
+
+
+def scan_to_unscanned(params):
+  """Splits `Transformer/encoderblock` (leading depth axis) into blocks.
+
+  Args:
+    params: a ViT param tree (with a "Transformer" key) or its Transformer
+      subtree itself.
+
+  Returns:
+    A new dict with `encoderblock_{i}` entries; other entries are shared.
+  """
+  if "Transformer" in params:
+    return {**params, "Transformer": scan_to_unscanned(params["Transformer"])}
+  tree = dict(params)
+  stacked = tree.pop("encoderblock")
+  depth = jax.tree.leaves(stacked)[0].shape[0]
+  for i in range(depth):
+    tree[f"encoderblock_{i}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
+  return tree
+
+
+def unscanned_to_scan(params):
+  """Stacks `Transformer/encoderblock_{i}` into one `encoderblock` subtree.
+
+  Args:
+    params: a ViT param tree (with a "Transformer" key) or its Transformer
+      subtree itself.
+
+  Returns:
+    A new dict with `encoderblock` whose leaves have a leading depth axis.
+  """
+  if "Transformer" in params:
+    return {**params, "Transformer": unscanned_to_scan(params["Transformer"])}
+  tree = {k: v for k, v in params.items() if _split_key(k) is None}
+  ids = sorted(i for i in map(_split_key, params) if i is not None)
+  if ids != list(range(len(ids))) or not ids:
+    raise ValueError(f"Expected encoderblock_0..N-1, got block ids {ids}.")
+  blocks = [params[f"encoderblock_{i}"] for i in ids]
+  tree["encoderblock"] = jax.tree.map(lambda *a: jnp.stack(a), *blocks)
+  return tree

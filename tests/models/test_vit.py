@@ -1,0 +1,223 @@
+"""Tests for big_vision_like.models.vit and models.common."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_vision_like import registry
+from big_vision_like.models import common
+from big_vision_like.models import vit
+
+IMG = jnp.linspace(-1, 1, 2 * 16 * 16 * 3).reshape(2, 16, 16, 3)  # [B, H, W, C]
+TINY = dict(variant="mu/4", depth=2)  # width 32, 2 heads, mlp 128
+
+
+def _flat(params):
+  return {"/".join(k): v for k, v in
+          flax.traverse_util.flatten_dict(flax.core.unfreeze(params)).items()}
+
+
+def _init(model, img=IMG):
+  return model.init(jax.random.PRNGKey(0), img)["params"]
+
+
+def _shapes(model, res=224):
+  img = jax.ShapeDtypeStruct((1, res, res, 3), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), img)["params"]
+  return {k: v.shape for k, v in _flat(params).items()}
+
+
+@pytest.mark.parametrize("variant", [
+    "Ti/16", "S/16", "B/16", "L/16", "So400m/14", "H/14", "g/14", "G/14"])
+def test_variant_param_shapes(variant):
+  width, depth, mlp, heads = vit.VARIANTS[variant.split("/")[0]]
+  p = int(variant.split("/")[1])
+  shapes = _shapes(vit.Model(1000, variant=variant))
+  blk = "Transformer/encoderblock_0/"
+  att = blk + "MultiHeadDotProductAttention_0/"
+  assert shapes["embedding/kernel"] == (p, p, 3, width)
+  assert shapes["pos_embedding"] == (1, (224 // p) ** 2, width)
+  assert shapes[att + "query/kernel"] == (width, heads, width // heads)
+  assert shapes[att + "value/bias"] == (heads, width // heads)
+  assert shapes[att + "out/kernel"] == (heads, width // heads, width)
+  assert shapes[blk + "MlpBlock_0/Dense_0/kernel"] == (width, mlp)
+  assert shapes[blk + "MlpBlock_0/Dense_1/kernel"] == (mlp, width)
+  assert shapes["Transformer/encoder_norm/scale"] == (width,)
+  assert shapes["head/kernel"] == (width, 1000)
+  blocks = {k.split("/")[1] for k in shapes if k.startswith("Transformer/enc")}
+  assert blocks == {f"encoderblock_{i}" for i in range(depth)} | {
+      "encoder_norm"}
+
+
+def test_tiny_exact_keys():
+  keys = set(_flat(_init(vit.Model(5, **TINY))))
+  blk = {"LayerNorm_0/scale", "LayerNorm_0/bias", "LayerNorm_1/scale",
+         "LayerNorm_1/bias", "MlpBlock_0/Dense_0/kernel",
+         "MlpBlock_0/Dense_0/bias", "MlpBlock_0/Dense_1/kernel",
+         "MlpBlock_0/Dense_1/bias"}
+  blk |= {f"MultiHeadDotProductAttention_0/{n}/{w}"
+          for n in ("query", "key", "value", "out") for w in ("kernel", "bias")}
+  want = {"embedding/kernel", "embedding/bias", "pos_embedding",
+          "Transformer/encoder_norm/scale", "Transformer/encoder_norm/bias",
+          "head/kernel", "head/bias"}
+  want |= {f"Transformer/encoderblock_{i}/{k}" for i in range(2) for k in blk}
+  assert keys == want
+
+
+@pytest.mark.parametrize("pool,tokens", [
+    ("gap", None), ("tok", None), ("map", None), ("0", 16), ("none", 16)])
+def test_pool_types(pool, tokens):
+  model = vit.Model(5, pool_type=pool, **TINY)
+  params = _init(model)
+  keys = _flat(params)
+  out, aux = model.apply({"params": params}, IMG)
+  lead = (2,) if tokens is None else (2, tokens)
+  assert out.shape == lead + (5,)
+  assert aux["logits"].shape == lead + (5,)
+  assert aux["pre_logits"].shape == lead + (32,)
+  assert aux["stem"].shape == (2, 4, 4, 32)
+  assert aux["with_posemb"].shape == (2, 16, 32)
+  assert aux["encoded"].shape == (2, 17 if pool == "tok" else 16, 32)
+  assert aux["encoder_1"].shape == aux["encoded"].shape
+  assert ("cls" in keys) == (pool == "tok")
+  if pool == "tok":
+    assert keys["cls"].shape == (1, 1, 32)
+  assert any(k.startswith("MAPHead_0/") for k in keys) == (pool == "map")
+  if pool == "map":
+    assert keys["MAPHead_0/probe"].shape == (1, 1, 32)
+    for sub in ("MultiHeadDotProductAttention_0/query/kernel",
+                "LayerNorm_0/scale", "MlpBlock_0/Dense_1/kernel"):
+      assert "MAPHead_0/" + sub in keys
+
+
+def test_unknown_pool_type():
+  with pytest.raises(ValueError, match="Unknown pool_type 'max'"):
+    _init(vit.Model(pool_type="max", **TINY))
+
+
+def test_sincos2d_no_pos_embedding():
+  model = vit.Model(posemb="sincos2d", **TINY)
+  params = _init(model)
+  assert "pos_embedding" not in _flat(params)
+  out, aux = model.apply({"params": params}, IMG)
+  assert out.shape == (2, 32)
+  pe = common.posemb_sincos_2d(4, 4, 32)  # [1, 16, 32]
+  stem = aux["stem"].reshape(2, 16, 32)
+  np.testing.assert_allclose(aux["with_posemb"], stem + pe, atol=1e-6)
+  # Position (0, 0): sin blocks are 0, cos blocks are 1.
+  np.testing.assert_allclose(pe[0, 0], np.repeat([0., 1., 0., 1.], 8))
+
+
+def test_pos_embedding_init_std():
+  model = vit.Model(variant="S/16", depth=1)
+  params = _init(model, jnp.zeros((1, 224, 224, 3)))
+  assert abs(float(jnp.std(params["pos_embedding"])) * np.sqrt(384) - 1) < 0.05
+
+
+def test_rep_size_and_layerscale():
+  model = vit.Model(5, rep_size=True, layerscale=0.1, **TINY)
+  keys = _flat(_init(model))
+  assert keys["pre_logits/kernel"].shape == (32, 32)
+  assert float(keys["Transformer/encoderblock_0/LayerScale_1/scale"][0]) == (
+      pytest.approx(0.1))
+  keys = _flat(_init(vit.Model(5, rep_size=7, **TINY)))
+  assert keys["pre_logits/kernel"].shape == (32, 7)
+  assert keys["head/kernel"].shape == (7, 5)
+
+
+def test_head_zeroinit():
+  model = vit.Model(5, **TINY)
+  out, aux = model.apply({"params": _init(model)}, IMG)
+  np.testing.assert_array_equal(out, 0.0)
+  assert float(jnp.abs(aux["pre_logits"]).sum()) > 0
+  model = vit.Model(5, head_zeroinit=False, **TINY)
+  out, _ = model.apply({"params": _init(model)}, IMG)
+  assert float(jnp.abs(out).sum()) > 0
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_dropout_and_drop_path_need_rng_in_train(scan):
+  base = vit.Model(**TINY, scan=scan)
+  params = _init(base)
+  ref, _ = base.apply({"params": params}, IMG)
+  noisy = vit.Model(**TINY, scan=scan, dropout=0.1, drop_path=0.2)
+  ev, _ = noisy.apply({"params": params}, IMG, train=False)
+  np.testing.assert_allclose(ev, ref, atol=1e-6)
+  rngs = lambda s: {"dropout": jax.random.PRNGKey(s)}  # noqa: E731
+  tr1, _ = noisy.apply({"params": params}, IMG, train=True, rngs=rngs(1))
+  tr2, _ = noisy.apply({"params": params}, IMG, train=True, rngs=rngs(2))
+  assert not np.allclose(tr1, ref) and not np.allclose(tr1, tr2)
+  with pytest.raises(flax.errors.InvalidRngError):
+    noisy.apply({"params": params}, IMG, train=True)
+  # Without dropout or drop_path, train mode needs no rng.
+  tr, _ = base.apply({"params": params}, IMG, train=True)
+  np.testing.assert_allclose(tr, ref, atol=1e-6)
+
+
+def test_scan_matches_unscanned():
+  kw = dict(num_classes=5, head_zeroinit=False, pool_type="map", **TINY)
+  unscanned, scanned = vit.Model(**kw), vit.Model(scan=True, **kw)
+  params = _init(unscanned)
+  stacked = vit.unscanned_to_scan(params)
+  assert stacked["Transformer"]["encoderblock"]["MlpBlock_0"]["Dense_0"][
+      "kernel"].shape == (2, 32, 128)
+  want = jax.tree.map(jnp.shape, _init(scanned))
+  assert jax.tree.map(jnp.shape, stacked) == want
+  out_u, _ = unscanned.apply({"params": params}, IMG)
+  out_s, aux_s = scanned.apply({"params": stacked}, IMG)
+  np.testing.assert_allclose(out_s, out_u, atol=1e-5)
+  assert aux_s["encoded"].shape == (2, 16, 32)
+  back = vit.scan_to_unscanned(stacked)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+  with pytest.raises(ValueError, match="remat_policy"):
+    _init(vit.Model(scan=True, remat_policy="bogus", **TINY))
+
+
+def test_bfloat16_matmuls_close_to_float32():
+  kw = dict(num_classes=5, head_zeroinit=False, **TINY)
+  params = _init(vit.Model(**kw))
+  out32, _ = vit.Model(**kw).apply({"params": params}, IMG)
+  model16 = vit.Model(dtype_mm="bfloat16", **kw)
+  assert all(v.dtype == jnp.float32 for v in _flat(_init(model16)).values())
+  out16, aux16 = model16.apply({"params": params}, IMG)
+  assert aux16["stem"].dtype == jnp.bfloat16
+  np.testing.assert_allclose(out16.astype(np.float32), out32, atol=0.05,
+                             rtol=0.05)
+
+
+def test_resample_posemb():
+  const = np.full((1, 16, 8), 0.5, np.float32)
+  new = common.resample_posemb(const, 7)
+  assert isinstance(new, np.ndarray) and new.shape == (1, 49, 8)
+  np.testing.assert_allclose(new, 0.5, atol=1e-6)
+  with_cls = jnp.concatenate([jnp.ones((1, 1, 8)), const], axis=1)
+  new = common.resample_posemb(with_cls, (3, 3))
+  assert new.shape == (1, 10, 8)
+  np.testing.assert_allclose(new[0, 0], 1.0)
+  # Transfer a model to a higher resolution.
+  model = vit.Model(**TINY)
+  params = dict(_init(model))
+  params["pos_embedding"] = common.resample_posemb(params["pos_embedding"], 6)
+  out, _ = model.apply({"params": params}, jnp.zeros((1, 24, 24, 3)))
+  assert out.shape == (1, 32)
+  with pytest.raises(ValueError, match="square"):
+    common.resample_posemb(np.zeros((1, 15, 8)), 4)
+
+
+def test_decode_variant():
+  for name, (w, d, m, h) in vit.VARIANTS.items():
+    assert vit.decode_variant(name + "/8") == dict(
+        width=w, depth=d, mlp_dim=m, num_heads=h, patch_size=(8, 8))
+  assert vit.decode_variant("mu/16x8")["patch_size"] == (16, 8)
+  assert "patch_size" not in vit.decode_variant("B")
+  assert vit.Model(variant="B/16", depth=3).depth == 3
+  with pytest.raises(ValueError, match=r"Unknown ViT variant 'X'.*So400m"):
+    vit.decode_variant("X/16")
+  with pytest.raises(ValueError, match="Bad patch size"):
+    vit.decode_variant("B/p16")
+
+
+def test_registered():
+  assert registry.MODELS.get("vit") is vit.Model
