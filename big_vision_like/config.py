@@ -1,4 +1,4 @@
-"""Config helpers: the `get_config(arg)` argument parser, durations, strict keys.
+"""Config helpers: `get_config(arg)` parsing, durations, strict key checks.
 
 Nothing here reads a key with a silent default: a key the trainer does not know
 is an error that names it (with close matches), and so is a duration given in
@@ -155,3 +155,27 @@ def _fill(config, defaults, path):
       out[key] = value
   return out
 
+
+
+def check_kwargs(fn, kwargs, where, *, skip=()):
+  """Raises an error naming `where` if `fn` does not accept every kwarg.
+
+  Args:
+    fn: a function or class whose signature is checked.
+    kwargs: the keyword arguments a config section will pass to `fn`.
+    where: the config path for the message, e.g. "config.model".
+    skip: parameter names the caller passes itself (not from the config).
+  """
+  import inspect  # pylint: disable=g-import-not-at-top
+  params = inspect.signature(fn).parameters
+  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+    return
+  named = {n for n, p in params.items()
+           if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+  unknown = sorted(set(kwargs) - named)
+  if unknown:
+    known = sorted(named - set(skip))
+    close = difflib.get_close_matches(unknown[0], known, n=3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise KeyError(f"Unknown key(s) {unknown} in {where}.{hint} "
+                   f"Known: {known}.")

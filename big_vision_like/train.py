@@ -109,6 +109,15 @@ def make_predict_fns(model, model_inputs):
   return {"predict": predict}
 
 
+def _build_model(name, kwargs):
+  factory = MODELS.get(name)
+  config_lib.check_kwargs(factory, kwargs, "config.model")
+  try:
+    return factory(**kwargs)
+  except TypeError as e:  # Factories passing **kw on to a module.
+    raise KeyError(f"config.model (model_name={name!r}): {e}") from None
+
+
 class _Setup:
   """Everything a run builds from its config before the first step."""
 
@@ -116,8 +125,8 @@ class _Setup:
     self.config = config
     self.mesh = sharding.make_mesh(config.mesh)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
-    data = dict(config.input.data)
-    self.source = datasets_core.get_source(data.pop("name"), **data)
+    data = config.input.data
+    self.source = datasets_core.get_source(data.name, data_dir=data.data_dir)
     self.data_size = self.source.num_examples(config.input.data.split)
     self.batch_size = config.input.batch_size
     self.total_steps = config_lib.to_steps(
@@ -125,8 +134,11 @@ class _Setup:
     if self.total_steps <= 0:
       raise ValueError(f"Training has {self.total_steps} steps; set "
                        "config.total_steps (or _epochs/_examples) above 0.")
-    self.model = MODELS.get(config.model_name)(**config.model)
-    self.loss_fn = functools.partial(LOSSES.get(config.loss), **config.loss_kw)
+    self.model = _build_model(config.model_name, config.model)
+    loss = LOSSES.get(config.loss)
+    config_lib.check_kwargs(loss, config.loss_kw, "config.loss_kw",
+                            skip=("outputs", "batch"))
+    self.loss_fn = functools.partial(loss, **config.loss_kw)
     self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
     self.ckpt = ckpt_lib.Checkpointer(
         workdir, keep_last=config.keep_ckpt,
@@ -215,7 +227,8 @@ def train_and_evaluate(config, workdir):
     workdir: where checkpoints, metrics.jsonl and TensorBoard logs go.
 
   Returns:
-    A dict of the final training metrics and every evaluator's last results.
+    (state, metrics): the final train state (params, opt, step) and a dict of
+    the last training metrics and every evaluator's last results.
   """
   config = config_lib.check_and_fill(config, DEFAULTS)
   os.makedirs(workdir, exist_ok=True)
@@ -242,13 +255,14 @@ def train_and_evaluate(config, workdir):
   results = {}
   if start < total:
     ds = setup.train_dataset(start_step=start)
-    results = _train_loop(setup, state, step_fn, ds, evals, writer, start)
+    state, results = _train_loop(setup, state, step_fn, ds, evals, writer,
+                                 start)
   else:
     _log(f"Training already complete at step {start}/{total}.")
     results.update(_run_evals(evals, state, total, total, writer, force=True))
   setup.ckpt.close()
   writer.close()
-  return results
+  return state, results
 
 
 def _train_loop(setup, state, step_fn, ds, evals, writer, start):
@@ -286,7 +300,7 @@ def _train_loop(setup, state, step_fn, ds, evals, writer, start):
           "step": step, "examples_seen": step * setup.batch_size,
           "config": config.to_json()})
   setup.ckpt.wait()
-  return results
+  return state, results
 
 
 def _run_evals(evals, state, step, total, writer, force=False):
@@ -327,7 +341,7 @@ def main(argv):
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required.")
-  results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  _, results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   workdir = os.path.abspath(_WORKDIR.value)
   _log("Final metrics:\n" + "\n".join(
       f"  {k} = {v:.4f}" for k, v in sorted(results.items())))

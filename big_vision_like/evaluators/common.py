@@ -9,7 +9,6 @@ functions (default "predict").
 """
 
 import dataclasses
-import inspect
 
 import jax
 
@@ -76,17 +75,8 @@ def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
         sched, "log", batch_size=batch_size, data_size=data_size,
         total_steps=total_steps, default=default_log_steps)
     cfg.setdefault("batch_size", batch_size)
-    _check_kwargs(cls, cfg, where)
+    config_lib.check_kwargs(cls, cfg, where, skip=("predict_fn", "mesh"))
     out.append(Scheduled(name, cls(predict_fns[pred], mesh=mesh, **cfg),
                          every))
   return out
 
-
-def _check_kwargs(cls, kwargs, where):
-  params = inspect.signature(cls).parameters
-  if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-    return
-  unknown = sorted(set(kwargs) - set(params))
-  if unknown:
-    raise KeyError(f"{where} has unknown key(s) {unknown}; "
-                   f"{cls.__name__} takes {sorted(set(params) - {'predict_fn'})}.")

@@ -1,0 +1,115 @@
+r"""Train-step throughput and FLOP utilisation of a model, on this machine.
+
+  python -m big_vision_like.tools.benchmark --variant S/16 --res 224 \
+      --batch_size 32 --steps 5
+
+Prints examples/s, the step time, the step's FLOPs (XLA cost analysis), the
+measured peak of a large float32 matmul on the same devices, and their ratio:
+utilisation = FLOPs / step time / matmul peak. The step is the trainer's own
+`make_train_step` (ViT, softmax cross-entropy, AdamW), on random data.
+"""
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_like import optim
+from big_vision_like import sharding
+from big_vision_like import train
+from big_vision_like.registry import LOSSES
+from big_vision_like.registry import MODELS
+
+_VARIANT = flags.DEFINE_string("variant", "S/16", "ViT variant.")
+_RES = flags.DEFINE_integer("res", 224, "Image resolution.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after 1 warm-up).")
+_DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
+_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
+
+
+def _flops(compiled):
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost["flops"])
+
+
+def _time(fn, *args, steps):
+  """Seconds per call of a compiled function (median of `steps` calls)."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def matmul_peak(n, mesh, dtype=jnp.float32):
+  """Measured FLOP/s of an n x n matmul per device, summed over the mesh."""
+  sh = sharding.batch_sharding(mesh)
+  d = mesh.devices.size
+  a = jax.device_put(jnp.ones((d, n, n), dtype), sh)
+  f = jax.jit(lambda x: jnp.einsum("bij,bjk->bik", x, x)).lower(a).compile()
+  return 2.0 * d * n**3 / _time(f, a, steps=5)
+
+
+def step_benchmark(variant, res, batch_size, steps, dtype_mm):
+  """Returns (seconds per step, FLOPs per step) of the ViT train step."""
+  mesh = sharding.make_mesh()
+  model = MODELS.get("vit")(num_classes=1000, variant=variant,
+                            dtype_mm=dtype_mm)
+  images = jnp.zeros((batch_size, res, res, 3), jnp.float32)
+  labels = jax.nn.one_hot(jnp.arange(batch_size) % 1000, 1000)
+  params = jax.jit(model.init, static_argnames="train")(
+      jax.random.key(0), images[:1], train=False)["params"]
+  cfg = {"optax_name": "adamw", "lr": 1e-3, "wd": 1e-4,
+         "schedule": {"decay_type": "cosine", "warmup_steps": 10}}
+  tx, scheds = optim.make_optimizer(cfg, params, total_steps=1000,
+                                    batch_size=batch_size)
+  state = {"params": params, "opt": tx.init(params),
+           "step": jnp.zeros([], jnp.int32)}
+  state_sh = sharding.infer_shardings(state, [(".*", "replicate")], mesh)
+  batch_sh = sharding.batch_sharding(mesh)
+  state = jax.device_put(state, state_sh)
+  batch = jax.device_put({"image": images, "labels": labels}, batch_sh)
+  step = train.make_train_step(model, LOSSES.get("softmax_xent"), tx,
+                               scheds[0][1], model_inputs=("image",), seed=0)
+  compiled = jax.jit(step, in_shardings=(state_sh, batch_sh),
+                     out_shardings=(state_sh, sharding.replicated(mesh)),
+                     donate_argnums=0).lower(state, batch).compile()
+  flops = _flops(compiled)
+  state, _ = compiled(state, batch)  # Warm-up.
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)), flops
+
+
+def main(argv):
+  del argv
+  mesh = sharding.make_mesh()
+  peak = matmul_peak(_MATMUL.value, mesh)
+  sec, flops = step_benchmark(_VARIANT.value, _RES.value, _BATCH.value,
+                              _STEPS.value, _DTYPE.value)
+  devices = jax.device_count()
+  print(f"devices: {devices} x {jax.devices()[0].device_kind}")
+  print(f"ViT-{_VARIANT.value} @ {_RES.value}px, batch {_BATCH.value}, "
+        f"dtype_mm {_DTYPE.value}")
+  print(f"step time: {sec * 1e3:.1f} ms   examples/s: {_BATCH.value / sec:.2f}"
+        f"   examples/s/device: {_BATCH.value / sec / devices:.2f}")
+  print(f"step FLOPs (XLA cost analysis): {flops / 1e9:.1f} GFLOP   "
+        f"achieved: {flops / sec / 1e9:.1f} GFLOP/s")
+  print(f"matmul peak ({_MATMUL.value}^3 f32): {peak / 1e9:.1f} GFLOP/s")
+  print(f"FLOP utilisation: {100 * flops / sec / peak:.1f}% of matmul peak")
+
+
+if __name__ == "__main__":
+  app.run(main)

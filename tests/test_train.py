@@ -1,0 +1,214 @@
+"""End-to-end tests of the trainer: 8 devices, resume, SIGKILL, multi-process.
+
+Every run uses the digits config with a few steps of a tiny ViT.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from big_vision_like import checkpoint
+from big_vision_like import train
+from big_vision_like.datasets import core as datasets_core
+from big_vision_like.metrics import read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "vit_digits.py")
+
+
+def tiny_config(**overrides):
+  """The digits config, shrunk: 12 steps, width 16, depth 1."""
+  cfg = _load_config("short")
+  cfg.total_steps = 12
+  cfg.input.batch_size = 32
+  cfg.model = dict(num_classes=10, patch_size=(4, 4), width=16, depth=1,
+                   mlp_dim=32, num_heads=2, pool_type="gap")
+  cfg.log_training_steps = 4
+  cfg.ckpt_steps = 6
+  cfg.evals.val.log_steps = 6
+  del cfg.evals["test"]
+  for key, value in overrides.items():
+    cfg[key] = value
+  return cfg
+
+
+def _load_config(arg):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("vit_digits", CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _params_np(state):
+  return jax.tree.map(np.asarray, jax.device_get(state["params"]))
+
+
+def _assert_trees_close(a, b, **kw):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **kw), a, b)
+
+
+def test_train_evaluate_and_resume_on_8_devices(tmp_path):
+  assert jax.device_count() == 8
+  state, results = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"))
+  assert int(state["step"]) == 12
+  assert 0 <= results["val/prec@1"] <= 1 and np.isfinite(results["train/loss"])
+  logged = read_jsonl(os.path.join(tmp_path, "a", "metrics.jsonl"))
+  assert [r["step"] for r in logged if "train/loss" in r] == [4, 8, 12]
+  assert any("compile_sec" in r for r in logged)
+  assert any("val/prec@1" in r and r["step"] == 6 for r in logged)
+  assert os.listdir(os.path.join(tmp_path, "a", "tensorboard"))
+
+  # Interrupted after the step-6 checkpoint: resume must give the same end.
+  workdir = str(tmp_path / "b")
+  train.train_and_evaluate(tiny_config(), workdir)
+  ckpt = checkpoint.Checkpointer(workdir)
+  assert ckpt.all_steps() == [6, 12]
+  ckpt.close()
+  os.system(f"rm -rf {workdir}/checkpoints/12")
+  resumed, _ = train.train_and_evaluate(tiny_config(), workdir)
+  assert int(resumed["step"]) == 12
+  _assert_trees_close(_params_np(resumed), _params_np(state), rtol=1e-5,
+                      atol=1e-6)
+
+
+def test_fsdp_rules_match_replicated_training(tmp_path):
+  cfg = tiny_config(sharding_rules=[(".*", "fsdp")], total_steps=4)
+  cfg.evals = {}
+  fsdp, _ = train.train_and_evaluate(cfg, str(tmp_path / "fsdp"))
+  kernel = fsdp["params"]["Transformer"]["encoderblock_0"]["MlpBlock_0"][
+      "Dense_0"]["kernel"]
+  assert kernel.sharding.spec != jax.sharding.PartitionSpec()
+  cfg.sharding_rules = [(".*", "replicate")]
+  repl, _ = train.train_and_evaluate(cfg, str(tmp_path / "repl"))
+  _assert_trees_close(_params_np(fsdp), _params_np(repl), rtol=1e-4,
+                      atol=1e-5)
+
+
+@pytest.mark.parametrize("mutate,error,match", [
+    (lambda c: c.__setitem__("lrr", 1.0), KeyError, r"config\.lrr.*config\.lr"),
+    (lambda c: c.input.__setitem__("shuffle_buffer", 1), KeyError,
+     r"config\.input\.shuffle_buffer"),
+    (lambda c: c.model.__setitem__("widht", 8), KeyError,
+     r"config\.model.*widht"),
+    (lambda c: c.__setitem__("loss_kw", {"smoothing": 0.1}), KeyError,
+     r"config\.loss_kw.*smoothing.*label_smoothing"),
+    (lambda c: c.__setitem__("loss", "softmax_xnet"), KeyError,
+     r"Unknown loss 'softmax_xnet'"),
+    (lambda c: c.evals.val.__setitem__("toplk", 3), KeyError,
+     r"config\.evals\.val.*toplk"),
+    (lambda c: c.__setitem__("total_epochs", 2), ValueError,
+     r"total_steps, total_epochs"),
+])
+def test_bad_configs_name_the_problem(tmp_path, mutate, error, match):
+  cfg = tiny_config()
+  with cfg.unlocked():
+    mutate(cfg)
+  with pytest.raises(error, match=match):
+    train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+  cfg = tiny_config(lr=1e30, grad_clip_norm=None, total_steps=8)
+  cfg.schedule = dict(decay_type="constant", warmup_steps=0)
+  with pytest.raises(FloatingPointError, match=r"step \d+"):
+    train.train_and_evaluate(cfg, str(tmp_path))
+
+
+# Subprocess tests: a clean environment with 1 CPU device per process.
+
+
+def _env(devices=1):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["PYTHONPATH"] = ROOT
+  return env
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, "-m", "big_vision_like.train",
+          f"--config={CONFIG}:short", f"--workdir={workdir}",
+          "--config.input.batch_size=32", "--config.model.width=16",
+          "--config.model.depth=1", "--config.model.mlp_dim=32",
+          "--config.model.num_heads=2", *extra]
+
+
+def test_sigkill_mid_run_then_rerun_matches_uninterrupted(tmp_path):
+  extra = ["--config.total_steps=60", "--config.ckpt_steps=10",
+           "--config.log_training_steps=10", "--config.evals.val.log_steps=30"]
+  ref = str(tmp_path / "ref")
+  subprocess.run(_cmd(ref, *extra), env=_env(), check=True,
+                 capture_output=True, cwd=ROOT, timeout=300)
+
+  workdir = str(tmp_path / "killed")
+  proc = subprocess.Popen(_cmd(workdir, *extra), env=_env(), cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not os.path.isdir(os.path.join(workdir, "checkpoints", "20")):
+    assert proc.poll() is None and time.time() < deadline, "no checkpoint 20"
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps = [r["step"] for r in read_jsonl(os.path.join(workdir,
+                                                      "metrics.jsonl"))]
+  assert max(steps) < 60, "the run finished before it was killed"
+
+  out = subprocess.run(_cmd(workdir, *extra), env=_env(), check=True,
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert "Resumed from" in out.stdout
+  _assert_trees_close(checkpoint.load_params(workdir),
+                      checkpoint.load_params(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_rejects_unknown_override(tmp_path):
+  out = subprocess.run(_cmd(str(tmp_path), "--config.lrr=0.1"), env=_env(),
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert out.returncode != 0 and "lrr" in out.stderr
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+WORKER = """
+import sys, json, numpy as np, jax
+jax.distributed.initialize("127.0.0.1:{port}", num_processes=2,
+                           process_id=int(sys.argv[1]))
+sys.path.insert(0, {root!r})
+from tests.test_train import tiny_config
+from big_vision_like import train
+state, results = train.train_and_evaluate(tiny_config(total_steps=6), {wd!r})
+local = [np.asarray(a.addressable_data(0)).tolist()
+         for a in jax.tree.leaves(state["params"])]
+json.dump({{"params": local, "devices": jax.device_count(),
+           "loss": results["train/loss"]}},
+          open({wd!r} + f"/proc{{jax.process_index()}}.json", "w"))
+"""
+
+
+def test_two_processes_with_jax_distributed(tmp_path):
+  datasets_core.get_source("bvl_digits")  # Prepare it before the 2 processes.
+  workdir = str(tmp_path)
+  script = WORKER.format(port=_free_port(), root=ROOT, wd=workdir)
+  procs = [subprocess.Popen([sys.executable, "-c", script, str(i)],
+                            env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  r0, r1 = (json.load(open(f"{workdir}/proc{i}.json")) for i in range(2))
+  assert r0["devices"] == r1["devices"] == 2
+  assert r0["params"] == r1["params"]
+  assert np.isfinite(r0["loss"])
