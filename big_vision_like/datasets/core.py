@@ -1,0 +1,153 @@
+"""Data sources: where raw examples come from, split per process.
+
+A `DataSource` hands out the raw feature dicts of a split (images still
+encoded), each process its own disjoint share, in a deterministic order. The
+input pipeline does the rest (shuffle, preprocess, batch).
+
+`get_source(name)` looks `name` up first in the `DATASETS` registry of source
+factories (own data, e.g. `"jsonl:/path/to/file"`: the factory registered as
+`"jsonl"` is called as `factory("/path/to/file", data_dir=data_dir)`), and
+otherwise treats it as a TFDS name (`"cifar10"`, `"bvl_digits:1.0.0"`).
+
+Built-in TFDS builders (those defined in this package, e.g. `bvl_digits`) are
+prepared on first use, offline, into `data_dir`, else `$BVL_DATA_DIR`, else
+the TFDS default data dir. Other TFDS datasets must already be prepared
+(`tfds build NAME`); nothing is downloaded at run time.
+"""
+
+import functools
+import os
+from typing import Protocol
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from big_vision_like import registry
+from big_vision_like.datasets import digits  # noqa: F401  (registers it)
+
+DATA_DIR_ENV = "BVL_DATA_DIR"
+
+
+class DataSource(Protocol):
+  """Raw examples of named splits, shared out between processes."""
+
+  def num_examples(self, split: str) -> int:
+    """Number of examples in `split` (all processes together)."""
+
+  def num_examples_per_process(self, split: str, *, process_count: int,
+                               drop_remainder: bool) -> list[int]:
+    """Size of each process's share of `split`, without reading data."""
+
+  def get_tfdata(self, split: str, *, process_index: int, process_count: int,
+                 drop_remainder: bool) -> tf.data.Dataset:
+    """This process's share of `split`: raw feature dicts, fixed order."""
+
+
+def _is_builtin(name):
+  """Whether the TFDS builder `name` is defined in this package."""
+  try:
+    cls = tfds.builder_cls(name.split(":")[0].split("/")[0])
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return cls.__module__.startswith("big_vision_like.")
+
+
+def _resolve_data_dir(name, data_dir):
+  if data_dir is not None:
+    return os.fspath(data_dir)
+  if _is_builtin(name):
+    return os.environ.get(DATA_DIR_ENV) or None
+  return None
+
+
+def get_builder(name, data_dir=None):
+  """Returns the prepared TFDS builder of dataset `name`.
+
+  Args:
+    name: a TFDS name, optionally with config and version
+      (`"name/config:1.2.3"`).
+    data_dir: where the data lives; defaults to `$BVL_DATA_DIR` for built-in
+      datasets, else the TFDS default.
+
+  Returns:
+    A `tfds.core.DatasetBuilder` whose data is ready to read.
+  """
+  return _get_builder(name, _resolve_data_dir(name, data_dir))
+
+
+@functools.lru_cache(maxsize=None)
+def _get_builder(name, data_dir):
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"Unknown dataset {name!r}: neither a registered data "
+                     f"source nor a TFDS dataset ({e}).") from None
+  if builder.is_prepared():
+    return builder
+  if not _is_builtin(name):
+    raise ValueError(
+        f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; "
+        f"prepare it first (e.g. `tfds build {name} --data_dir=...`).")
+  _prepare_offline(builder)
+  return tfds.builder(name, data_dir=data_dir)
+
+
+def _prepare_offline(builder):
+  config = tfds.download.DownloadConfig(try_download_gcs=False)
+  try:
+    builder.download_and_prepare(download_config=config)
+  except Exception:  # pylint: disable=broad-except
+    # Another process may have prepared it at the same time.
+    if not builder.is_prepared():
+      raise
+
+
+class TfdsSource:
+  """A `DataSource` reading a TFDS dataset; images are left encoded."""
+
+  def __init__(self, name, data_dir=None):
+    self.name = name
+    self.builder = get_builder(name, data_dir)
+
+  def num_examples(self, split):
+    """Number of examples of `split` (TFDS split syntax, e.g. "a+b[:10%]")."""
+    return self.builder.info.splits[split].num_examples
+
+  def num_examples_per_process(self, split, *, process_count,
+                               drop_remainder):
+    """Size of each process's share of `split`."""
+    shares = tfds.even_splits(split, n=process_count,
+                              drop_remainder=drop_remainder)
+    return [self.builder.info.splits[s].num_examples for s in shares]
+
+  def get_tfdata(self, split, *, process_index, process_count,
+                 drop_remainder):
+    """This process's share of `split`, raw feature dicts in a fixed order."""
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index={process_index} is not in "
+                       f"[0, process_count={process_count}).")
+    share = tfds.even_splits(split, n=process_count,
+                             drop_remainder=drop_remainder)[process_index]
+    options = tf.data.Options()
+    options.deterministic = True
+    read_config = tfds.ReadConfig(options=options, try_autocache=False,
+                                  shuffle_seed=None)
+    return self.builder.as_dataset(
+        split=share, shuffle_files=False, read_config=read_config,
+        decoders=self._skip_image_decoding())
+
+  def _skip_image_decoding(self):
+    features = self.builder.info.features
+    return {k: tfds.decode.SkipDecoding() for k, f in features.items()
+            if isinstance(f, tfds.features.Image)} or None
+
+  def __repr__(self):
+    return f"TfdsSource({self.name!r}, data_dir={self.builder.data_dir!r})"
+
+
+def get_source(name, data_dir=None):
+  """Returns the `DataSource` called `name` (registered factory, else TFDS)."""
+  prefix, _, arg = name.partition(":")
+  if prefix in registry.DATASETS:
+    return registry.DATASETS.get(prefix)(arg, data_dir=data_dir)
+  return TfdsSource(name, data_dir)

@@ -1,0 +1,97 @@
+"""General pp ops: labels and the bookkeeping of feature-dict keys."""
+
+import tensorflow as tf
+
+from big_vision_like.pp import utils
+from big_vision_like.registry import PP_OPS
+
+
+@PP_OPS.register("onehot")
+def get_onehot(depth, key="label", key_result=None, multi=True, on=1.0,
+               off=0.0):
+  """One-hot encodes `data[key]` into `data[key_result or key]` (float32).
+
+  Args:
+    depth: number of classes.
+    key: the integer label(s) to encode.
+    key_result: where to write the result (default: overwrite `key`).
+    multi: a vector of labels becomes one multi-hot vector (else [N, depth]).
+    on: value of the true class(es).
+    off: value of the other classes.
+
+  Returns:
+    The op.
+  """
+
+  def _onehot(data):
+    data = dict(data)
+    labels = tf.cast(data[key], tf.int32)
+    out = tf.one_hot(labels, depth, on_value=1.0, off_value=0.0)
+    if multi and labels.shape.rank == 1:
+      out = tf.reduce_max(out, axis=0)
+    data[key_result or key] = out * (on - off) + off
+    return data
+
+  return _onehot
+
+
+@PP_OPS.register("keep")
+def get_keep(*keys):
+  """Keeps only `keys` (missing ones are ignored)."""
+  return lambda data: {k: v for k, v in data.items() if k in keys}
+
+
+@PP_OPS.register("drop")
+def get_drop(*keys):
+  """Removes `keys` (missing ones are ignored)."""
+  return lambda data: {k: v for k, v in data.items() if k not in keys}
+
+
+@PP_OPS.register("copy")
+def get_copy(inkey, outkey):
+  """Copies `data[inkey]` to `data[outkey]`."""
+  return lambda data: {**data, outkey: data[inkey]}
+
+
+@PP_OPS.register("rename")
+def get_rename(inkey=None, outkey=None, /, **old_to_new):
+  """Renames keys: `rename("a", "b")` and/or `rename(a="b", c="d")`."""
+  if (inkey is None) != (outkey is None):
+    raise ValueError("rename needs both inkey and outkey, or neither.")
+  if inkey is not None:
+    old_to_new = {inkey: outkey, **old_to_new}
+  if not old_to_new:
+    raise ValueError("rename needs at least one key to rename.")
+
+  def _rename(data):
+    data = dict(data)
+    missing = [k for k in old_to_new if k not in data]
+    if missing:
+      raise KeyError(f"rename: keys {missing} not in {sorted(data)}.")
+    values = {new: data.pop(old) for old, new in old_to_new.items()}
+    data.update(values)
+    return data
+
+  return _rename
+
+
+@PP_OPS.register("setdefault")
+def get_setdefault(key, value):
+  """Sets `data[key] = value` when `key` is absent."""
+
+  def _setdefault(data):
+    data = dict(data)
+    if key not in data:
+      data[key] = tf.constant(value)
+    return data
+
+  return _setdefault
+
+
+# Keyed single-tensor helpers, useful on any feature.
+@PP_OPS.register("cast")
+@utils.keyed("image")
+def get_cast(dtype="float32"):
+  """Casts to `dtype` (a tf dtype name)."""
+  dtype = tf.dtypes.as_dtype(dtype)
+  return lambda x: tf.cast(x, dtype)
