@@ -70,7 +70,6 @@ DEFAULTS = {
 def _log(msg):
   if jax.process_index() == 0:
     print(msg, flush=True)
-  logging.info(msg)
 
 
 def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed):
@@ -333,6 +332,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed.")
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Libraries' INFO logs are noisy.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # tf.data must not take GPU memory.
   if _DISTRIBUTED.value:

@@ -1,17 +1,20 @@
 r"""A small ViT trained from scratch on the built-in handwritten digits.
 
 The spine's demo (`make demo`): scikit-learn's 1,797 real 8x8 digits, as the
-built-in TFDS dataset `bvl_digits` (train 1,257 / validation 180 / test 360),
-upsampled to 16x16 through a random affine resampling (rotation +-10 deg,
-zoom +-10%, shift +-1 source pixel), ViT with 4x4 patches, width 64, depth 4.
+built-in TFDS dataset `bvl_digits` (train 1,257 / validation 180 / test 360).
+Trained on train+validation, upsampled to 16x16 through a random affine
+resampling (rotation +-10 deg, zoom +-10%, shift +-1 source pixel); ViT with
+4x4 patches, width 64, depth 4, 4 heads, GAP; AdamW, batch 128.
 
 Command:
   python -m big_vision_like.train --config configs/vit_digits.py \
       --workdir workdirs/vit_digits
 
-Runtime: about 2 minutes of training on a 2-core CPU (no accelerator).
-Result: test prec@1 >= 98% (99.2% measured; see README for the exact figure).
+Runtime: 82 s of training (1,500 steps, ~20 steps/s) on a 2-core CPU.
+Result: test prec@1 99.7% (the spine's floor is 98%).
 
+The final recipe trains on train+validation and reports the test split;
+`:tune` trains on train and reports validation (for choosing settings), and
 `:short` runs a few steps only (used by the tests).
 """
 
@@ -20,14 +23,15 @@ from big_vision_like import config as config_lib
 
 def get_config(arg=None):
   """The digits ViT config; `arg` may be `short` for a smoke run."""
-  arg = config_lib.parse_arg(arg, short=False)
+  arg = config_lib.parse_arg(arg, short=False, tune=False)
   c = config_lib.ml_collections.ConfigDict()
   c.seed = 0
   c.total_steps = 20 if arg.short else 1500
 
   label = 'onehot(10, key="label", key_result="labels")|keep("image", "labels")'
   c.input = dict(
-      data=dict(name="bvl_digits", split="train"),
+      data=dict(name="bvl_digits",
+                split="train" if arg.tune else "train+validation"),
       batch_size=128,
       shuffle_buffer_size=2_000,
       cache_raw=True,
@@ -49,12 +53,8 @@ def get_config(arg=None):
 
   c.log_training_steps = 5 if arg.short else 100
   c.ckpt_steps = 10 if arg.short else 500
-  c.evals = dict(
-      val=dict(type="classification",
-               data=dict(name="bvl_digits", split="validation"),
-               pp_fn=pp_eval, log_steps=10 if arg.short else 500),
-      test=dict(type="classification",
-                data=dict(name="bvl_digits", split="test"),
-                pp_fn=pp_eval, log_steps=10 if arg.short else 500),
-  )
+  held_out = "validation" if arg.tune else "test"
+  c.evals = {held_out: dict(
+      type="classification", data=dict(name="bvl_digits", split=held_out),
+      pp_fn=pp_eval, log_steps=10 if arg.short else 500)}
   return c

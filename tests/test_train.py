@@ -27,15 +27,14 @@ CONFIG = os.path.join(ROOT, "configs", "vit_digits.py")
 
 def tiny_config(**overrides):
   """The digits config, shrunk: 12 steps, width 16, depth 1."""
-  cfg = _load_config("short")
+  cfg = _load_config("short,tune")
   cfg.total_steps = 12
   cfg.input.batch_size = 32
   cfg.model = dict(num_classes=10, patch_size=(4, 4), width=16, depth=1,
                    mlp_dim=32, num_heads=2, pool_type="gap")
   cfg.log_training_steps = 4
   cfg.ckpt_steps = 6
-  cfg.evals.val.log_steps = 6
-  del cfg.evals["test"]
+  cfg.evals.validation.log_steps = 6
   for key, value in overrides.items():
     cfg[key] = value
   return cfg
@@ -61,11 +60,11 @@ def test_train_evaluate_and_resume_on_8_devices(tmp_path):
   assert jax.device_count() == 8
   state, results = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"))
   assert int(state["step"]) == 12
-  assert 0 <= results["val/prec@1"] <= 1 and np.isfinite(results["train/loss"])
+  assert 0 <= results["validation/prec@1"] <= 1 and np.isfinite(results["train/loss"])
   logged = read_jsonl(os.path.join(tmp_path, "a", "metrics.jsonl"))
   assert [r["step"] for r in logged if "train/loss" in r] == [4, 8, 12]
   assert any("compile_sec" in r for r in logged)
-  assert any("val/prec@1" in r and r["step"] == 6 for r in logged)
+  assert any("validation/prec@1" in r and r["step"] == 6 for r in logged)
   assert os.listdir(os.path.join(tmp_path, "a", "tensorboard"))
 
   # Interrupted after the step-6 checkpoint: resume must give the same end.
@@ -104,8 +103,8 @@ def test_fsdp_rules_match_replicated_training(tmp_path):
      r"config\.loss_kw.*smoothing.*label_smoothing"),
     (lambda c: c.__setitem__("loss", "softmax_xnet"), KeyError,
      r"Unknown loss 'softmax_xnet'"),
-    (lambda c: c.evals.val.__setitem__("toplk", 3), KeyError,
-     r"toplk.*config\.evals\.val"),
+    (lambda c: c.evals.validation.__setitem__("toplk", 3), KeyError,
+     r"toplk.*config\.evals\.validation"),
     (lambda c: c.__setitem__("total_epochs", 2), ValueError,
      r"total_steps, total_epochs"),
 ])
@@ -137,7 +136,7 @@ def _env(devices=1):
 
 def _cmd(workdir, *extra):
   return [sys.executable, "-m", "big_vision_like.train",
-          f"--config={CONFIG}:short", f"--workdir={workdir}",
+          f"--config={CONFIG}:short,tune", f"--workdir={workdir}",
           "--config.input.batch_size=32", "--config.model.width=16",
           "--config.model.depth=1", "--config.model.mlp_dim=32",
           "--config.model.num_heads=2", *extra]
@@ -145,7 +144,7 @@ def _cmd(workdir, *extra):
 
 def test_sigkill_mid_run_then_rerun_matches_uninterrupted(tmp_path):
   extra = ["--config.total_steps=60", "--config.ckpt_steps=10",
-           "--config.log_training_steps=10", "--config.evals.val.log_steps=30"]
+           "--config.log_training_steps=10", "--config.evals.validation.log_steps=30"]
   ref = str(tmp_path / "ref")
   subprocess.run(_cmd(ref, *extra), env=_env(), check=True,
                  capture_output=True, cwd=ROOT, timeout=300)
