@@ -122,6 +122,7 @@ class Encoder1DBlock(nn.Module):
         num_heads=self.num_heads,
         kernel_init=nn.initializers.xavier_uniform(),
         dtype=common.to_dtype(self.dtype_mm),
+        attention_fn=common.dot_product_attention,
     )(y, y, deterministic=deterministic)  # [B, L, D]
     x = x + self._branch(y, drop_path_rate, deterministic)
 
@@ -194,6 +195,7 @@ class MAPHead(nn.Module):
         num_heads=self.num_heads,
         kernel_init=nn.initializers.xavier_uniform(),
         dtype=common.to_dtype(self.dtype_mm),
+        attention_fn=common.dot_product_attention,
     )(probe, x)  # [B, 1, D]
     y = nn.LayerNorm()(x)
     x = x + MlpBlock(mlp_dim=self.mlp_dim, dtype_mm=self.dtype_mm)(y)

@@ -1,12 +1,12 @@
 r"""Train-step throughput and FLOP utilisation of a model, on this machine.
 
   python -m big_vision_like.tools.benchmark --variant S/16 --res 224 \
-      --batch_size 32 --steps 5
+      --batch_size 8,16,32 --steps 5
 
-Prints examples/s, the step time, the step's FLOPs (XLA cost analysis), the
-measured peak of a large float32 matmul on the same devices, and their ratio:
-utilisation = FLOPs / step time / matmul peak. The step is the trainer's own
-`make_train_step` (ViT, softmax cross-entropy, AdamW), on random data.
+Prints, for each batch size, examples/s, the step time, the step's FLOPs (XLA
+cost analysis) and the utilisation = FLOPs / step time / the measured peak of
+a large float32 matmul on the same devices. The step is the trainer's own
+`make_train_step` (ViT, softmax cross-entropy, AdamW), on constant data.
 """
 
 import time
@@ -25,7 +25,8 @@ from big_vision_like.registry import MODELS
 
 _VARIANT = flags.DEFINE_string("variant", "S/16", "ViT variant.")
 _RES = flags.DEFINE_integer("res", 224, "Image resolution.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+_BATCH = flags.DEFINE_list("batch_size", ["8", "16", "32"],
+                           "Global batch sizes to measure.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after 1 warm-up).")
 _DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
@@ -97,18 +98,20 @@ def main(argv):
   del argv
   mesh = sharding.make_mesh()
   peak = matmul_peak(_MATMUL.value, mesh)
-  sec, flops = step_benchmark(_VARIANT.value, _RES.value, _BATCH.value,
-                              _STEPS.value, _DTYPE.value)
   devices = jax.device_count()
-  print(f"devices: {devices} x {jax.devices()[0].device_kind}")
-  print(f"ViT-{_VARIANT.value} @ {_RES.value}px, batch {_BATCH.value}, "
-        f"dtype_mm {_DTYPE.value}")
-  print(f"step time: {sec * 1e3:.1f} ms   examples/s: {_BATCH.value / sec:.2f}"
-        f"   examples/s/device: {_BATCH.value / sec / devices:.2f}")
-  print(f"step FLOPs (XLA cost analysis): {flops / 1e9:.1f} GFLOP   "
-        f"achieved: {flops / sec / 1e9:.1f} GFLOP/s")
-  print(f"matmul peak ({_MATMUL.value}^3 f32): {peak / 1e9:.1f} GFLOP/s")
-  print(f"FLOP utilisation: {100 * flops / sec / peak:.1f}% of matmul peak")
+  print(f"devices: {devices} x {jax.devices()[0].device_kind}; matmul peak "
+        f"({_MATMUL.value}^3 f32): {peak / 1e9:.1f} GFLOP/s")
+  print(f"ViT-{_VARIANT.value} @ {_RES.value}px, dtype_mm {_DTYPE.value}")
+  print("| batch | step ms | examples/s | examples/s/device | GFLOP/step | "
+        "GFLOP/s | utilisation |")
+  print("|---|---|---|---|---|---|---|")
+  for batch_size in (int(b) for b in _BATCH.value):
+    sec, flops = step_benchmark(_VARIANT.value, _RES.value, batch_size,
+                                _STEPS.value, _DTYPE.value)
+    print(f"| {batch_size} | {sec * 1e3:.0f} | {batch_size / sec:.2f} | "
+          f"{batch_size / sec / devices:.2f} | {flops / 1e9:.1f} | "
+          f"{flops / sec / 1e9:.1f} | {100 * flops / sec / peak:.1f}% |",
+          flush=True)
 
 
 if __name__ == "__main__":
