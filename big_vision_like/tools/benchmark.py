@@ -59,9 +59,14 @@ def matmul_peak(n, mesh, dtype=jnp.float32):
   return 2.0 * d * n**3 / _time(f, a, steps=5)
 
 
-def step_benchmark(variant, res, batch_size, steps, dtype_mm):
-  """Returns (seconds per step, FLOPs per step) of the ViT train step."""
-  mesh = sharding.make_mesh()
+def step_benchmark(variant, res, batch_size, steps, dtype_mm, mesh=None):
+  """Returns (seconds per step, FLOPs per step) of the ViT train step.
+
+  FLOPs are XLA's count for one device's program times the number of
+  devices (work replicated on every device, like the update of replicated
+  params, is counted on each).
+  """
+  mesh = mesh or sharding.make_mesh()
   model = MODELS.get("vit")(num_classes=1000, variant=variant,
                             dtype_mm=dtype_mm)
   images = jnp.zeros((batch_size, res, res, 3), jnp.float32)
@@ -83,7 +88,7 @@ def step_benchmark(variant, res, batch_size, steps, dtype_mm):
   compiled = jax.jit(step, in_shardings=(state_sh, batch_sh),
                      out_shardings=(state_sh, sharding.replicated(mesh)),
                      donate_argnums=0).lower(state, batch).compile()
-  flops = _flops(compiled)
+  flops = _flops(compiled) * mesh.size  # Cost analysis is per device.
   state, _ = compiled(state, batch)  # Warm-up.
   times = []
   for _ in range(steps):
