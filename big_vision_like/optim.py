@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import optax
 
 from big_vision_like import config as config_lib
+from big_vision_like.tree_util import tree_map_with_names
+from big_vision_like.tree_util import tree_names
 
 DEFAULTS = dict(
     optax_name="adamw",
@@ -57,43 +59,6 @@ _DECAY_KEYS = {
     "constant": (),
     "stair": ("steps", "mults"),
 }
-
-
-# ----------------------------------------------------------------------------
-# Parameter names.
-
-
-def _key_name(key):
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _path_name(path):
-  return "/".join(_key_name(k) for k in path)
-
-
-def tree_map_with_names(fn, tree, *rest):
-  """Like `jax.tree.map`, but calls `fn(name, leaf, *rest_leaves)`.
-
-  Args:
-    fn: function of the '/'-joined leaf name (e.g. "Transformer/encoder/
-      kernel"), the leaf, and the corresponding leaves of `rest`.
-    tree: a pytree (nested dicts of arrays, typically).
-    *rest: pytrees with the same structure as `tree`.
-
-  Returns:
-    A pytree of `fn`'s outputs, with `tree`'s structure.
-  """
-  return jax.tree_util.tree_map_with_path(
-      lambda path, x, *r: fn(_path_name(path), x, *r), tree, *rest)
-
-
-def param_names(tree):
-  """Returns the '/'-joined names of `tree`'s leaves, in flattening order."""
-  paths_leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [_path_name(path) for path, _ in paths_leaves]
 
 
 # ----------------------------------------------------------------------------
@@ -428,7 +393,7 @@ class _Rules:
     return group, lr_mult, self.wd_over_lr * wd_mult
 
   def tree_info(self, tree):
-    return [self.leaf_info(n) for n in param_names(tree)]
+    return [self.leaf_info(n) for n in tree_names(tree)]
 
   def labels(self, tree):
     return tree_map_with_names(
@@ -456,7 +421,7 @@ def make_optimizer(config, params, *, total_steps, batch_size,
   """
   groups = _schedule_groups(_get(config, "schedule"))
   rules = _Rules(config, groups)
-  names = param_names(params)
+  names = tree_names(params)
   for name in names:
     rules.group(name)  # Fails early on unmatched parameters.
   for key, pairs in (("schedule", groups), ("lr_mults", rules.lr_mults),

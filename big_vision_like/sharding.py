@@ -3,8 +3,8 @@
 `config.mesh` lists `(axis_name, size)` pairs, one size may be -1 (all the
 remaining devices); the default puts every device on one axis `data`. The
 batch is sharded over all mesh axes. Parameters and optimizer state are
-sharded by `config.sharding_rules`: a list of `(regex, rule)` pairs matched
-against each leaf's `/`-joined name (e.g. `params/Transformer/.../kernel`,
+sharded by `config.sharding_rules`: a list of `(regex, rule)` pairs, each
+regex matching the whole `/`-joined name of a leaf (e.g. `params/Transformer/.../kernel`,
 `opt/0/mu/Transformer/.../kernel`); the first match wins. Rules:
 
 - `"replicate"`: a full copy on every device.
@@ -21,6 +21,8 @@ import re
 import jax
 from jax.experimental import mesh_utils
 import numpy as np
+
+from big_vision_like.tree_util import tree_names
 
 P = jax.sharding.PartitionSpec
 NamedSharding = jax.sharding.NamedSharding
@@ -58,19 +60,6 @@ def batch_sharding(mesh):
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
-
-
-def _key_name(k):
-  for attr in ("key", "name", "idx"):
-    if hasattr(k, attr):
-      return str(getattr(k, attr))
-  return str(k)
-
-
-def tree_names(tree):
-  """The `/`-joined path names of a pytree's leaves, in flatten order."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return ["/".join(_key_name(k) for k in path) for path, _ in leaves]
 
 
 def _parse_rule(rule):
@@ -127,7 +116,7 @@ def infer_shardings(tree, rules, mesh):
   out = []
   for name, leaf in zip(tree_names(tree), leaves):
     for regex, rule, kwargs in compiled:
-      if regex.search(name):
+      if regex.fullmatch(name):
         out.append(NamedSharding(mesh, _RULES[rule](leaf.shape, mesh, **kwargs)))
         break
     else:

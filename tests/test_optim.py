@@ -9,6 +9,7 @@ import pytest
 
 from big_vision_like import config as config_lib
 from big_vision_like import optim
+from big_vision_like import tree_util
 
 
 def _params():
@@ -49,9 +50,9 @@ def _sched(kw, steps, lr=1.0, **durations):
 
 
 def test_param_names_and_tree_map_with_names():
-  assert optim.param_names(_params()) == [
+  assert tree_util.tree_names(_params()) == [
       "enc/bias", "enc/kernel", "head/bias", "head/kernel"]
-  names = optim.tree_map_with_names(lambda n, x: n, _params())
+  names = tree_util.tree_map_with_names(lambda n, x: n, _params())
   assert names["head"]["kernel"] == "head/kernel"
 
 

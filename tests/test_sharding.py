@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from big_vision_like import sharding
+from big_vision_like import tree_util
 
 P = jax.sharding.PartitionSpec
 
@@ -34,7 +35,7 @@ def test_make_mesh_errors(bad, msg):
 
 def test_tree_names():
   tree = {"params": {"a": {"kernel": 1}}, "opt": (2, {"mu": 3})}
-  assert sharding.tree_names(tree) == ["opt/0", "opt/1/mu", "params/a/kernel"]
+  assert tree_util.tree_names(tree) == ["opt/0", "opt/1/mu", "params/a/kernel"]
 
 
 def test_fsdp_shards_largest_divisible_dim():
@@ -44,7 +45,7 @@ def test_fsdp_shards_largest_divisible_dim():
                      "bias": jax.ShapeDtypeStruct((64,), jnp.float32)},
           "step": jax.ShapeDtypeStruct((), jnp.int32)}
   sh = sharding.infer_shardings(
-      tree, [(".*/bias$", "replicate"), ("params/.*", "fsdp"),
+      tree, [(".*/bias", "replicate"), ("params/.*", "fsdp"),
              (".*", "replicate")], mesh)
   assert sh["params"]["kernel"].spec == P(None, "data")
   assert sh["params"]["odd"].spec == P()
