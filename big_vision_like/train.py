@@ -12,6 +12,7 @@ never called otherwise.
 """
 
 import functools
+import inspect
 import os
 import time
 
@@ -117,6 +118,18 @@ def _build_model(name, kwargs):
     raise KeyError(f"config.model (model_name={name!r}): {e}") from None
 
 
+def _build_loss(name, kwargs, mesh):
+  """The objective `fn(outputs, batch) -> (loss, metrics)`; gets the mesh."""
+  loss = LOSSES.get(name)
+  config_lib.check_kwargs(loss, kwargs, "config.loss_kw",
+                          skip=("outputs", "batch", "mesh"))
+  if "mesh" in kwargs:
+    raise KeyError("config.loss_kw.mesh is set by the trainer.")
+  if "mesh" in inspect.signature(loss).parameters:
+    kwargs = {**kwargs, "mesh": mesh}  # E.g. contrastive losses.
+  return functools.partial(loss, **kwargs)
+
+
 class _Setup:
   """Everything a run builds from its config before the first step."""
 
@@ -134,10 +147,7 @@ class _Setup:
       raise ValueError(f"Training has {self.total_steps} steps; set "
                        "config.total_steps (or _epochs/_examples) above 0.")
     self.model = _build_model(config.model_name, config.model)
-    loss = LOSSES.get(config.loss)
-    config_lib.check_kwargs(loss, config.loss_kw, "config.loss_kw",
-                            skip=("outputs", "batch"))
-    self.loss_fn = functools.partial(loss, **config.loss_kw)
+    self.loss_fn = _build_loss(config.loss, config.loss_kw, self.mesh)
     self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
     self.ckpt = ckpt_lib.Checkpointer(
         workdir, keep_last=config.keep_ckpt,
