@@ -99,10 +99,16 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed):
 
 
 def make_predict_fns(model, model_inputs):
-  """The functions evaluators choose from by name (`config.evals.x.pred`)."""
+  """The functions evaluators choose from by name (`config.evals.x.pred`).
+
+  `predict(train_state, batch)` applies the model to the batch's
+  `model_inputs`; a key missing from the batch is passed as None, so an
+  evaluator embeds images alone with `{"image": ...}` (a two-tower model then
+  returns `(zimg, None, aux)`) or texts alone.
+  """
 
   def predict(train_state, batch):
-    inputs = [batch[k] for k in model_inputs]
+    inputs = [batch.get(k) for k in model_inputs]
     return model.apply({"params": train_state["params"]}, *inputs,
                        train=False)
 
