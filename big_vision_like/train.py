@@ -33,6 +33,7 @@ from big_vision_like import sharding
 from big_vision_like.datasets import core as datasets_core
 from big_vision_like.evaluators import common as evaluators
 from big_vision_like.pp import builder as pp_builder
+from big_vision_like.pp import device_ops
 from big_vision_like.registry import LOSSES
 from big_vision_like.registry import MODELS
 
@@ -56,6 +57,8 @@ DEFAULTS = {
     "model_inputs": ("image",),  # Batch keys fed to `model.apply`, in order.
     "loss": "softmax_xent",
     "loss_kw": OPEN,
+    "mixup": None,  # E.g. dict(p=0.2): mixup on device in the train step.
+    "cutmix": None,  # E.g. dict(alpha=1.0); with mixup, one per step.
     "mesh": (("data", -1),),
     "sharding_rules": ((".*", "replicate"),),
     "log_training_steps": 50,
@@ -73,12 +76,32 @@ def _log(msg):
     print(msg, flush=True)
 
 
-def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed):
-  """The pure train step: (state, batch) -> (new state, metrics)."""
+def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
+                    mixup=None, cutmix=None):
+  """The pure train step: (state, batch) -> (new state, metrics).
+
+  Args:
+    model: a flax module; `model.apply` returns the outputs `loss_fn` takes.
+    loss_fn: `fn(outputs, batch) -> (scalar loss, metrics dict)`.
+    tx: the optax transformation.
+    sched_fn: step -> learning rate, logged as `lr`.
+    model_inputs: batch keys fed to the model, in order.
+    seed: the run's seed; the step's RNG is derived from it and the step.
+    mixup: None or `device_ops.mixup` kwargs, applied to the global batch.
+    cutmix: None or `device_ops.cutmix` kwargs.
+  """
+  for name, kwargs in (("mixup", mixup), ("cutmix", cutmix)):
+    if kwargs is not None:
+      try:
+        device_ops.check_kwargs(name, kwargs)
+      except ValueError as e:
+        raise ValueError(f"config.{name}: {e}") from None
 
   def train_step(state, batch):
     step = state["step"]
-    rng = jax.random.fold_in(jax.random.key(seed), step)
+    rng, rng_mix = jax.random.split(
+        jax.random.fold_in(jax.random.key(seed), step))
+    batch = device_ops.apply_mix(rng_mix, batch, mixup=mixup, cutmix=cutmix)
 
     def objective(params):
       inputs = [batch[k] for k in model_inputs]
@@ -257,7 +280,8 @@ def train_and_evaluate(config, workdir):
   start = int(jax.device_get(state["step"]))
   step_fn = jax.jit(
       make_train_step(setup.model, setup.loss_fn, tx, sched_fn,
-                      model_inputs=config.model_inputs, seed=config.seed),
+                      model_inputs=config.model_inputs, seed=config.seed,
+                      mixup=config.mixup, cutmix=config.cutmix),
       in_shardings=(shardings, setup.batch_sharding),
       out_shardings=(shardings, sharding.replicated(setup.mesh)),
       donate_argnums=0)

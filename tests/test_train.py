@@ -116,6 +116,21 @@ def test_bad_configs_name_the_problem(tmp_path, mutate, error, match):
     train.train_and_evaluate(cfg, str(tmp_path))
 
 
+def test_mixup_and_cutmix_in_the_train_step(tmp_path):
+  cfg = tiny_config(total_steps=4, mixup=dict(p=0.4), cutmix=dict(alpha=1.0))
+  cfg.evals = {}
+  state, results = train.train_and_evaluate(cfg, str(tmp_path / "mix"))
+  assert int(state["step"]) == 4 and np.isfinite(results["train/loss"])
+  plain, _ = train.train_and_evaluate(
+      tiny_config(total_steps=4, evals={}), str(tmp_path / "plain"))
+  # Mixing changes the training trajectory.
+  assert not np.allclose(_params_np(state)["head"]["bias"],
+                         _params_np(plain)["head"]["bias"])
+  cfg.mixup = dict(alpha=0.4)
+  with pytest.raises(ValueError, match=r"config\.mixup.*alpha"):
+    train.train_and_evaluate(cfg, str(tmp_path / "bad"))
+
+
 def test_non_finite_loss_stops_with_the_step(tmp_path):
   cfg = tiny_config(optax_name="sgd", lr=1e30, grad_clip_norm=None,
                     total_steps=8)

@@ -157,3 +157,150 @@ def test_random_affine_rotation_keeps_a_centered_blob():
   out = _run("random_affine(9, rotate=30)", image, seed=[3, 3])
   assert out[4, 4, 0] == pytest.approx(1.0)
   assert out[0, 0, 0] == 0.0
+
+
+def _photo(h, w):
+  """A smooth uint8 test picture (JPEG-friendly, unlike noise)."""
+  ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+  image = np.stack([xs / w, ys / h, (xs + ys) / (h + w)], -1) * 255
+  return np.round(image).astype(np.uint8)
+
+
+@pytest.mark.parametrize("pp,hw", [
+    ("resize_small(4)", (5, 4)),   # 8x6: short side 6 -> 4.
+    ("resize_small(12)", (16, 12)),
+    ("resize_long(4)", (4, 3)),    # long side 8 -> 4.
+    ("resize_long(20)", (20, 15)),
+    ("resize_long(5, method='bilinear', antialias=False)", (5, 4)),
+])
+def test_resize_small_and_long_sizes(pp, hw):
+  for image in (IMG_U8, IMG_F, IMG_U8.transpose(1, 0, 2)):
+    out = _run(pp, image)
+    want = hw if image.shape[0] >= image.shape[1] else hw[::-1]
+    assert out.shape == (*want, 3) and out.dtype == image.dtype
+
+
+def test_resize_long_matches_tf_resize():
+  out = _run("resize_long(16, method='bicubic', antialias=True)", IMG_F)
+  ref = tf.image.resize(IMG_F, (16, 12), "bicubic", antialias=True)
+  np.testing.assert_array_equal(out, ref)
+
+
+def test_vgg_value_range():
+  out = _run("vgg_value_range", IMG_U8)
+  mean = np.array([0.485, 0.456, 0.406]) * 255
+  std = np.array([0.229, 0.224, 0.225]) * 255
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out, (IMG_U8 - mean) / std, rtol=1e-6)
+  out = _run("vgg_value_range((1, 2, 3), (2, 4, 8))", IMG_U8)
+  np.testing.assert_array_equal(out, (IMG_U8 - np.float32([1, 2, 3]))
+                                / np.float32([2, 4, 8]))
+
+
+def test_clip_value_range_is_clip_normalisation():
+  out = _run("clip_value_range", IMG_U8)
+  mean = np.array([0.48145466, 0.4578275, 0.40821073])
+  std = np.array([0.26862954, 0.26130258, 0.27577711])
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out, (IMG_U8 / 255 - mean) / std, rtol=1e-5,
+                             atol=1e-6)
+
+
+def _box_of(crop, image):
+  """(y, x) where `crop` sits in `image` (asserts it is a window)."""
+  h, w = crop.shape[:2]
+  for y in range(image.shape[0] - h + 1):
+    for x in range(image.shape[1] - w + 1):
+      if np.array_equal(image[y:y + h, x:x + w], crop):
+        return y, x
+  raise AssertionError("crop is not a window of the image")
+
+
+def test_inception_crop_bounds_over_many_seeds():
+  image = RNG.randint(0, 256, (60, 80, 3)).astype(np.uint8)
+  fn = builder.get_preprocess_fn("inception_crop(area_min=20, area_max=60)")
+  shapes = set()
+  for s in range(40):
+    crop = fn({"image": image, "_seed": tf.constant([s, 1], tf.int64)})
+    crop = crop["image"].numpy()
+    h, w = crop.shape[:2]
+    shapes.add((h, w))
+    area = h * w / (60 * 80)
+    # sample_distorted_bounding_box rounds the sides to whole pixels.
+    assert 0.18 <= area <= 0.62, (h, w)
+    assert 0.75 * 0.9 <= w / h <= 1.33 / 0.9, (h, w)
+    if s < 3:
+      _box_of(crop, image)
+  assert len(shapes) > 10
+
+
+def test_inception_crop_resizes_and_keeps_dtype():
+  out = _run("inception_crop(7)", IMG_U8, seed=[0, 1])
+  assert out.shape == (7, 7, 3) and out.dtype == np.uint8
+  out = _run("inception_crop((5, 9), method='bicubic')", IMG_F, seed=[0, 1])
+  assert out.shape == (5, 9, 3) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("subsampled", [False, True])
+def test_decode_jpeg_and_inception_crop_equals_decode_then_crop(subsampled):
+  jpeg = tf.io.encode_jpeg(_photo(48, 64),
+                           chroma_downsampling=subsampled).numpy()
+  decoded = _run("decode", jpeg)
+  for s in range(12):
+    # Both ops first in their pp string, so they get the same per-op seed.
+    a = _run("decode_jpeg_and_inception_crop", jpeg, seed=[s, 5])
+    b = _run("inception_crop", decoded, seed=[s, 5])
+    assert a.shape == b.shape and a.dtype == np.uint8
+    if subsampled:  # libjpeg may change the first and last columns.
+      np.testing.assert_array_equal(a[:, 1:-1], b[:, 1:-1])
+      assert np.abs(a.astype(int) - b).max() <= 40
+    else:
+      np.testing.assert_array_equal(a, b)
+
+
+def test_decode_jpeg_and_inception_crop_other_inputs():
+  image = _photo(30, 40)
+  png = tf.io.encode_png(image).numpy()
+  pp = "decode_jpeg_and_inception_crop(area_min=30)"
+  from_png = _run(pp, png, seed=[3, 4])
+  from_pixels = _run(pp, image, seed=[3, 4])
+  np.testing.assert_array_equal(from_png, from_pixels)
+  np.testing.assert_array_equal(
+      from_pixels, _run("inception_crop(area_min=30)", image, seed=[3, 4]))
+  out = _run("decode_jpeg_and_inception_crop(6, antialias=True)", png,
+             seed=[3, 4])
+  assert out.shape == (6, 6, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("pp", [
+    "resize_long(5)",
+    "resize_long(9, 'bilinear', False)",
+    "vgg_value_range",
+    "clip_value_range",
+    "resize_small(7)|vgg_value_range((0, 0, 0), (255, 255, 255))",
+])
+def test_new_deterministic_ops_same_eagerly_and_in_tf_data(pp):
+  np.testing.assert_array_equal(_run(pp, IMG_U8), _run_tfdata(pp, IMG_U8))
+
+
+@pytest.mark.parametrize("pp,shape", [
+    ("inception_crop(5)", (5, 5, 3)),
+    ("inception_crop((4, 6), area_min=50)", (4, 6, 3)),
+    ("decode_jpeg_and_inception_crop(5)", (5, 5, 3)),
+    ("decode|decode_jpeg_and_inception_crop((3, 4))", (3, 4, 3)),
+])
+def test_new_random_ops_follow_the_seed(pp, shape):
+  jpeg = np.array(tf.io.encode_jpeg(_photo(24, 32)).numpy(), dtype=object)
+  image = _photo(24, 32) if pp.startswith("inception") else jpeg
+  outs = [_run(pp, image, seed=[s, 7]) for s in range(6)]
+  assert all(o.shape == shape and o.dtype == np.uint8 for o in outs)
+  np.testing.assert_array_equal(outs[0], _run(pp, image, seed=[0, 7]))
+  np.testing.assert_array_equal(outs[0], _run_tfdata(pp, image, seed=[0, 7]))
+  assert any(not np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_decode_jpeg_and_inception_crop_in_tf_data_has_static_channels():
+  jpeg = tf.io.encode_jpeg(_photo(24, 32)).numpy()
+  ds = tf.data.Dataset.from_tensors({"image": jpeg})
+  ds = ds.map(builder.get_preprocess_fn("decode_jpeg_and_inception_crop"))
+  assert ds.element_spec["image"].shape.as_list() == [None, None, 3]
