@@ -4,6 +4,7 @@ Importing this package registers the built-in TFDS builders (`bvl_digits`).
 """
 
 from big_vision_like.datasets import digits  # noqa: F401  (registers builder)
+from big_vision_like.datasets import shapes  # noqa: F401  (registers builder)
 from big_vision_like.datasets.core import DataSource
 from big_vision_like.datasets.core import get_builder
 from big_vision_like.datasets.core import get_source
