@@ -1,10 +1,15 @@
 """Small helpers shared by the model modules."""
 
+from collections.abc import Mapping
 import math
+import os
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from big_vision_like import tree_util
 
 
 def to_dtype(name):
@@ -104,3 +109,189 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *,
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
   out = jnp.einsum("bhqk,bhkd->bhqd", weights, v, precision=precision)
   return jnp.swapaxes(out, 1, 2)  # [B, Q, H, D]
+
+
+def _shape(x):
+  return tuple(getattr(x, "shape", np.shape(x)))
+
+
+def _mismatch_message(where, dont_load, sections, limit=40):
+  """One error message listing the names of each non-empty section."""
+  src = f" from {where}" if where else ""
+  lines = [f"merge_params: the loaded params{src} do not match the model's "
+           "params."]
+  for title, names in sections:
+    if not names:
+      continue
+    lines.append(f"  {title} ({len(names)}):")
+    lines += [f"    {n}" for n in sorted(names)[:limit]]
+    if len(names) > limit:
+      lines.append(f"    ... and {len(names) - limit} more")
+  lines.append("  (names matching `dont_load` keep their init value and are "
+               f"not checked; dont_load={list(dont_load)!r})")
+  return "\n".join(lines)
+
+
+def merge_params(loaded, init, *, dont_load=(), where=""):
+  """Returns `init`'s tree with the values of `loaded` (for transfer).
+
+  Every leaf of `init` whose '/'-joined name fully matches a `dont_load`
+  regex keeps its init value; every other leaf takes the value of the same
+  name in `loaded`, cast to the init leaf's dtype. Names that match
+  `dont_load` are not checked at all, so `dont_load` also drops checkpoint
+  entries the model does not have (e.g. `dont_load=("head/.*",)` loads a
+  classifier into a model without a head, or re-initialises the head of one
+  with a head).
+
+  Args:
+    loaded: nested dict of arrays, e.g. from `checkpoint.load_params`.
+    init: the model's freshly initialised params (nested dict of arrays).
+    dont_load: regexes over '/'-joined names (e.g. "head/.*", ".*/bias").
+    where: where `loaded` comes from (a path), for the error message.
+
+  Returns:
+    A tree with `init`'s structure.
+
+  Raises:
+    ValueError: naming, in one message, every init name missing from
+      `loaded`, every `loaded` name the model does not have, and every name
+      whose shapes differ (with both shapes).
+  """
+  if isinstance(dont_load, str):
+    dont_load = (dont_load,)
+  patterns = [re.compile(p) for p in dont_load]
+  skip = lambda name: any(p.fullmatch(name) for p in patterns)  # noqa: E731
+  flat_loaded = dict(zip(tree_util.tree_names(loaded), jax.tree.leaves(loaded)))
+  flat_init = dict(zip(tree_util.tree_names(init), jax.tree.leaves(init)))
+
+  missing = [n for n in flat_init if n not in flat_loaded and not skip(n)]
+  unexpected = [n for n in flat_loaded if n not in flat_init and not skip(n)]
+  misshaped = [
+      f"{n}: checkpoint {_shape(flat_loaded[n])} vs model {_shape(v)}"
+      for n, v in flat_init.items()
+      if n in flat_loaded and not skip(n)
+      and _shape(flat_loaded[n]) != _shape(v)]
+  if missing or unexpected or misshaped:
+    raise ValueError(_mismatch_message(where, dont_load, [
+        ("in the model, not in the checkpoint", missing),
+        ("in the checkpoint, not in the model", unexpected),
+        ("shapes differ", misshaped)]))
+
+  def pick(name, init_leaf):
+    if skip(name):
+      return init_leaf
+    value = flat_loaded[name]
+    if not hasattr(value, "dtype"):
+      value = np.asarray(value)
+    dtype = getattr(init_leaf, "dtype", None)
+    if dtype is not None and value.dtype != dtype:
+      value = value.astype(dtype)
+    return value
+
+  return tree_util.tree_map_with_names(pick, init)
+
+
+def _is_vit_tree(node):
+  """Whether a param subtree looks like a ViT with a learned posemb."""
+  emb = node.get("embedding") if isinstance(node, Mapping) else None
+  return (isinstance(emb, Mapping) and "pos_embedding" in node
+          and len(_shape(emb.get("kernel", ()))) == 4)
+
+
+def _vit_paths(init, model):
+  """Paths (tuples of keys) of the ViT subtrees of `init`."""
+  if model == "vit":
+    return [()] if _is_vit_tree(init) else []
+  if model == "two_towers":
+    return [("img",)] if _is_vit_tree(init.get("img")) else []
+  if model is not None:
+    return []
+  found = []
+
+  def walk(node, path):
+    if _is_vit_tree(node):
+      found.append(path)
+    elif isinstance(node, Mapping):
+      for k, v in node.items():
+        walk(v, path + (k,))
+
+  walk(init, ())
+  return found
+
+
+def _convert_layouts(loaded, init):
+  """Re-lays `loaded`'s encoders out as scanned/unscanned like `init`'s."""
+  # Imported here: vit imports this module.
+  from big_vision_like.models import vit  # pylint: disable=C0415
+  if not (isinstance(loaded, Mapping) and isinstance(init, Mapping)):
+    return loaded
+  loaded = dict(loaded)
+  if ("encoderblock" in init and "encoderblock_0" in loaded
+      and "encoderblock" not in loaded):
+    loaded = vit.unscanned_to_scan(loaded)
+  elif ("encoderblock_0" in init and "encoderblock" in loaded
+        and "encoderblock_0" not in loaded):
+    loaded = vit.scan_to_unscanned(loaded)
+  return {k: _convert_layouts(v, init[k]) if k in init else v
+          for k, v in loaded.items()}
+
+
+def _resample_posembs(loaded, init, paths):
+  """Resamples each ViT `pos_embedding` of `loaded` to init's (square) grid."""
+  for path in paths:
+    node_l, node_i = loaded, init
+    for k in path:
+      node_l = node_l.get(k) if isinstance(node_l, Mapping) else None
+      node_i = node_i[k]
+    if not isinstance(node_l, Mapping) or "pos_embedding" not in node_l:
+      continue
+    old, new = _shape(node_l["pos_embedding"]), _shape(node_i["pos_embedding"])
+    side = math.isqrt(new[1])
+    if (old == new or len(old) != 3 or old[2] != new[2]
+        or side * side != new[1]):
+      continue  # merge_params reports what cannot be resampled.
+    node = dict(node_l)
+    node["pos_embedding"] = resample_posemb(node_l["pos_embedding"], side)
+    loaded = _set_path(loaded, path, node)
+  return loaded
+
+
+def _set_path(tree, path, value):
+  if not path:
+    return value
+  return {**tree, path[0]: _set_path(tree[path[0]], path[1:], value)}
+
+
+def load_into(init_params, path_or_tree, *, dont_load=(), model=None):
+  """Loads a checkpoint into a model's params, adapting it where it can.
+
+  On top of `merge_params`: encoders stored scanned (`encoderblock` with a
+  leading depth axis) are split into `encoderblock_{i}` when the model is
+  unscanned, and the other way around; a ViT `pos_embedding` of another
+  grid size (another resolution or patch size) is resampled bilinearly to
+  the model's square grid (`resample_posemb`).
+
+  Args:
+    init_params: the model's freshly initialised params.
+    path_or_tree: a `checkpoint.load_params` path (`.npz`, orbax dir,
+      optional `:subtree` suffix) or an already loaded params tree.
+    dont_load: regexes of names that keep their init value (`merge_params`).
+    model: optional registered model name saying where its ViT lives:
+      "vit" (the root), "two_towers" ("img"), another name (no ViT). None:
+      every subtree shaped like a ViT (`embedding/kernel` of rank 4 next to
+      a `pos_embedding`) has its `pos_embedding` resampled.
+
+  Returns:
+    A tree with `init_params`' structure.
+  """
+  where = ""
+  loaded = path_or_tree
+  if isinstance(path_or_tree, (str, os.PathLike)):
+    # Imported here: checkpoint pulls in orbax, which models don't need.
+    from big_vision_like import checkpoint  # pylint: disable=C0415
+    where = os.fspath(path_or_tree)
+    loaded = checkpoint.load_params(where)
+  loaded = _convert_layouts(loaded, init_params)
+  loaded = _resample_posembs(loaded, init_params,
+                             _vit_paths(init_params, model))
+  return merge_params(loaded, init_params, dont_load=dont_load, where=where)

@@ -115,15 +115,23 @@ class Encoder1DBlock(nn.Module):
     return y
 
   @nn.compact
-  def __call__(self, x, drop_path_rate=0.0, deterministic=True):
-    """x: [B, L, D] -> ([B, L, D], None); None is scan's per-layer output."""
+  def __call__(self, x, drop_path_rate=0.0, deterministic=True, mask=None):
+    """x: [B, L, D] -> ([B, L, D], None); None is scan's per-layer output.
+
+    Args:
+      x: [B, L, D] tokens.
+      drop_path_rate: stochastic-depth rate of this block.
+      deterministic: whether dropout and drop-path are off.
+      mask: optional bool attention mask broadcastable to [B, H, L, L]
+        (True: attend), e.g. [B, 1, 1, L] to ignore padding keys.
+    """
     y = nn.LayerNorm()(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads,
         kernel_init=nn.initializers.xavier_uniform(),
         dtype=common.to_dtype(self.dtype_mm),
         attention_fn=common.dot_product_attention,
-    )(y, y, deterministic=deterministic)  # [B, L, D]
+    )(y, y, mask=mask, deterministic=deterministic)  # [B, L, D]
     x = x + self._branch(y, drop_path_rate, deterministic)
 
     y = nn.LayerNorm()(x)
@@ -146,8 +154,12 @@ class Encoder(nn.Module):
   remat_policy: str = "nothing_saveable"
 
   @nn.compact
-  def __call__(self, x, deterministic=True):
-    """x: [B, L, D] -> (encoded [B, L, D], {"encoder_{i}": [B, L, D]})."""
+  def __call__(self, x, deterministic=True, mask=None):
+    """x: [B, L, D] -> (encoded [B, L, D], {"encoder_{i}": [B, L, D]}).
+
+    `mask` (optional, bool, broadcastable to [B, H, L, L]) is passed to every
+    block's attention; True means "attend".
+    """
     out = {}
     kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
               dropout=self.dropout, layerscale=self.layerscale,
@@ -168,13 +180,13 @@ class Encoder(nn.Module):
           block,
           variable_axes={"params": 0},
           split_rngs={"params": True, "dropout": True},
-          in_axes=(rate_axis, nn.broadcast),
+          in_axes=(rate_axis, nn.broadcast, nn.broadcast),
           length=self.depth,
-      )(name="encoderblock", **kw)(x, rate_arg, deterministic)
+      )(name="encoderblock", **kw)(x, rate_arg, deterministic, mask)
     else:
       for i in range(self.depth):
         block = Encoder1DBlock(name=f"encoderblock_{i}", **kw)
-        x, _ = block(x, float(rates[i]), deterministic)
+        x, _ = block(x, float(rates[i]), deterministic, mask)
         out[f"encoder_{i}"] = x
     return nn.LayerNorm(name="encoder_norm")(x), out
 
@@ -186,17 +198,19 @@ class MAPHead(nn.Module):
   dtype_mm: str = "float32"
 
   @nn.compact
-  def __call__(self, x):
-    """x: [B, L, D] -> [B, D]."""
+  def __call__(self, x, mask=None):
+    """x: [B, L, D] -> [B, D]; `mask` [B, L] bool (True: pool) is optional."""
     b, _, d = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d))
     probe = jnp.tile(probe, [b, 1, 1])  # [B, 1, D]
+    if mask is not None:
+      mask = mask[:, None, None, :]  # [B, 1, 1, L]
     x = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads,
         kernel_init=nn.initializers.xavier_uniform(),
         dtype=common.to_dtype(self.dtype_mm),
         attention_fn=common.dot_product_attention,
-    )(probe, x)  # [B, 1, D]
+    )(probe, x, mask=mask)  # [B, 1, D]
     y = nn.LayerNorm()(x)
     x = x + MlpBlock(mlp_dim=self.mlp_dim, dtype_mm=self.dtype_mm)(y)
     return x[:, 0]  # [B, D]

@@ -1,0 +1,162 @@
+"""Tests for the loading helpers of big_vision_like.models.common."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_vision_like import checkpoint
+from big_vision_like import tree_util
+from big_vision_like.models import common
+from big_vision_like.models import two_towers
+from big_vision_like.models import vit
+
+IMG = jnp.linspace(-1, 1, 2 * 16 * 16 * 3).reshape(2, 16, 16, 3)  # [B, H, W, C]
+TEXT = jnp.array([[5, 9, 13, 1, 1, 1], [7, 3, 1, 1, 1, 1]], jnp.int32)  # [B, L]
+VIT = dict(variant="mu/4", depth=2, head_zeroinit=False)
+
+
+def _tt(scan=False):
+  return two_towers.Model(
+      image=dict(variant="mu/4", depth=2, scan=scan),
+      text=dict(variant="mu", depth=2, vocab_size=50, scan=scan),
+      out_dim=(8, 8), temperature_init=10.0, bias_init=-10.0)
+
+
+def _abstract(model, *inputs):
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)["params"]
+
+
+def _assert_trees_equal(a, b):
+  assert tree_util.tree_names(a) == tree_util.tree_names(b)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.fixture(scope="module")
+def vit_params():
+  model = vit.Model(5, **VIT)
+  return {s: model.init(jax.random.PRNGKey(s), IMG)["params"] for s in (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def tt_params():
+  return _tt().init(jax.random.PRNGKey(0), IMG, TEXT)["params"]
+
+
+def test_merge_round_trip_and_dtype(vit_params):
+  loaded, init = vit_params[0], vit_params[1]
+  _assert_trees_equal(common.merge_params(loaded, init), loaded)
+  as_bf16 = jax.tree.map(lambda x: np.asarray(x).astype(jnp.bfloat16), loaded)
+  merged = common.merge_params(as_bf16, init)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(merged))
+  np.testing.assert_allclose(merged["pos_embedding"], loaded["pos_embedding"],
+                             rtol=1e-2, atol=1e-2)
+  # An abstract init (eval_shape) works when every value is loaded.
+  abstract = _abstract(vit.Model(5, **VIT), IMG)
+  _assert_trees_equal(common.merge_params(loaded, abstract), loaded)
+
+
+def test_merge_dont_load(vit_params):
+  loaded, init = vit_params[0], vit_params[1]
+  merged = common.merge_params(loaded, init, dont_load=("head/.*", ".*/bias"))
+  np.testing.assert_array_equal(merged["head"]["kernel"],
+                                init["head"]["kernel"])
+  np.testing.assert_array_equal(merged["embedding"]["bias"],
+                                init["embedding"]["bias"])
+  np.testing.assert_array_equal(merged["embedding"]["kernel"],
+                                loaded["embedding"]["kernel"])
+  # dont_load also drops checkpoint entries the model lacks (a headless model).
+  headless = {k: v for k, v in init.items() if k != "head"}
+  with pytest.raises(ValueError, match="head/kernel"):
+    common.merge_params(loaded, headless)
+  merged = common.merge_params(loaded, headless, dont_load="head/.*")
+  assert "head" not in merged
+  # fullmatch: "bias" alone matches no name.
+  merged = common.merge_params(loaded, init, dont_load=("bias",))
+  _assert_trees_equal(merged, loaded)
+
+
+def test_merge_error_lists_all_problems(vit_params):
+  loaded = {k: dict(v) if isinstance(v, dict) else v
+            for k, v in vit_params[0].items()}
+  del loaded["embedding"]["bias"]
+  loaded["extra"] = {"w": np.zeros(3)}
+  loaded["pos_embedding"] = np.zeros((1, 9, 32))
+  with pytest.raises(ValueError) as e:
+    common.merge_params(loaded, vit_params[1], where="ckpt.npz")
+  msg = str(e.value)
+  assert "ckpt.npz" in msg
+  assert "in the model, not in the checkpoint (1):\n    embedding/bias" in msg
+  assert "in the checkpoint, not in the model (1):\n    extra/w" in msg
+  assert "pos_embedding: checkpoint (1, 9, 32) vs model (1, 16, 32)" in msg
+  assert "head/kernel" not in msg
+
+
+def test_load_into_resamples_vit_posemb(vit_params):
+  big = vit.Model(5, **VIT)
+  init = _abstract(big, jnp.zeros((1, 24, 24, 3)))
+  loaded = vit_params[0]
+  got = common.load_into(init, loaded)
+  want = common.resample_posemb(loaded["pos_embedding"], 6)  # [1, 36, 32]
+  np.testing.assert_allclose(got["pos_embedding"], want)
+  _assert_trees_equal({**got, "pos_embedding": 0}, {**loaded,
+                                                    "pos_embedding": 0})
+  for model_name in ("vit", None):
+    got = common.load_into(init, loaded, model=model_name)
+    np.testing.assert_allclose(got["pos_embedding"], want)
+  with pytest.raises(ValueError, match="pos_embedding: checkpoint"):
+    common.load_into(init, loaded, model="text_transformer")
+
+
+def test_load_into_two_towers_posemb(tt_params):
+  init = _abstract(_tt(), jnp.zeros((1, 8, 8, 3)), TEXT)
+  got = common.load_into(init, tt_params)
+  assert got["img"]["pos_embedding"].shape == (1, 4, 32)
+  np.testing.assert_array_equal(got["txt"]["pos_embedding"],
+                                tt_params["txt"]["pos_embedding"])
+  got = common.load_into(init, tt_params, model="two_towers")
+  assert got["img"]["pos_embedding"].shape == (1, 4, 32)
+  # The text tower's posemb is never resampled.
+  longer = _abstract(_tt(), IMG, jnp.zeros((1, 9), jnp.int32))
+  with pytest.raises(ValueError, match="txt/pos_embedding: checkpoint"):
+    common.load_into(longer, tt_params)
+
+
+def test_load_into_converts_scan_layouts(tt_params):
+  scanned = _tt(scan=True)
+  got = common.load_into(_abstract(scanned, IMG, TEXT), tt_params)
+  kernel = got["txt"]["Encoder_0"]["encoderblock"]["MlpBlock_0"]["Dense_0"][
+      "kernel"]
+  assert kernel.shape == (2, 32, 128)
+  assert "encoderblock" in got["img"]["Transformer"]
+  want = _tt().apply({"params": tt_params}, IMG, TEXT)
+  out = scanned.apply({"params": got}, IMG, TEXT)
+  np.testing.assert_allclose(out[0], want[0], atol=1e-5)
+  np.testing.assert_allclose(out[1], want[1], atol=1e-5)
+  back = common.load_into(tt_params, got)
+  _assert_trees_equal(back, tt_params)
+
+
+def test_npz_checkpoint_loads(tt_params, tmp_path):
+  # A big_vision-style .npz: flat '/'-joined names with a "params/" prefix.
+  names = tree_util.tree_names(tt_params)
+  flat = {f"params/{n}": np.asarray(v)
+          for n, v in zip(names, jax.tree.leaves(tt_params))}
+  path = os.path.join(tmp_path, "siglip.npz")
+  np.savez(path, **flat)
+  model = _tt()
+  init = model.init(jax.random.PRNGKey(7), IMG, TEXT)["params"]
+  params = common.merge_params(checkpoint.load_params(path), init)
+  _assert_trees_equal(params, tt_params)
+  zimg, ztxt, aux = model.apply({"params": params}, IMG, TEXT)
+  want = model.apply({"params": tt_params}, IMG, TEXT)
+  np.testing.assert_allclose(zimg, want[0], atol=1e-6)
+  np.testing.assert_allclose(ztxt, want[1], atol=1e-6)
+  # The image tower alone, into a plain ViT (path:subtree, via load_into).
+  image_model = vit.Model(8, **VIT)
+  vit_params = common.load_into(_abstract(image_model, IMG), path + ":img",
+                                model="vit")
+  logits, _ = image_model.apply({"params": vit_params}, IMG)
+  np.testing.assert_allclose(logits, aux["img/logits"], atol=1e-5)
