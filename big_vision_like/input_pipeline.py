@@ -3,18 +3,28 @@
 Training streams are deterministic and resumable without iterator state:
 epoch `e` of this process's share is shuffled with a seed derived from
 (seed, e), epochs are concatenated, and `start_step` positions the stream by
-skipping raw (undecoded) examples. Every example gets `_seed`, a stateless
-seed derived from (seed, process_index, position in the stream), that the pp
-builder hands to random ops, so augmentations are identical after a resume.
+skipping raw (undecoded) examples; sources that read lazily (file lists,
+`datasets.core.LazyDataSource`) skip records and read files only afterwards.
+Every example gets `_seed`, a stateless seed derived from (seed,
+process_index, position in the stream), that the pp builder hands to random
+ops, so augmentations are identical after a resume.
+
+A training stream may mix several sources (`Component`s, with weights):
+each component is such a stream of its own, and position `p` of the mixture
+takes its next example from a component drawn by a stateless categorical of
+(seed, process_index, p). On resume at position P, component `k` starts at
+the number of positions before P that drew `k` (counted exactly, in blocks).
 
 Evaluation streams hold every example of the split exactly once across
 processes, padded with `_mask == False` examples to the same number of
 batches on every process.
 """
 
+import dataclasses
 import math
 import queue
 import threading
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,6 +37,47 @@ from big_vision_like.pp import utils as pp_utils
 AUTOTUNE = tf.data.AUTOTUNE
 _SHUFFLE_TAG = 1
 _EXAMPLE_TAG = 2
+_MIXTURE_TAG = 3
+_COMPONENT_TAG = 4
+_CHOICE_BLOCK = 2**16  # Mixture choices are drawn this many at a time.
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+  """One source of a training mixture.
+
+  Attributes:
+    source: a `DataSource` or a name for `datasets.get_source`.
+    split: the split (TFDS syntax).
+    weight: relative frequency (> 0) of this component in the mixture.
+    pp: optional pp (string or function) applied to this component's
+      examples before the shared pp, e.g. to rename or drop features so that
+      all components give the same features.
+  """
+  source: Any
+  split: str
+  weight: float = 1.0
+  pp: Any = None
+
+  @classmethod
+  def from_config(cls, spec, data_dir=None):
+    """A component from `dict(name=, split=, weight=1, pp=None, **source_kw)`.
+
+    Args:
+      spec: the dict (or ConfigDict); keys other than name, split, weight and
+        pp (e.g. `data_dir`, `skip_bad`) are passed to `get_source`.
+      data_dir: the default `data_dir` of the source.
+
+    Returns:
+      The `Component`.
+    """
+    spec = {"data_dir": data_dir, **dict(spec)}
+    missing = {"name", "split"} - set(spec)
+    if missing:
+      raise KeyError(f"Mixture component {spec} lacks {sorted(missing)}.")
+    name, split = spec.pop("name"), spec.pop("split")
+    weight, pp = spec.pop("weight", 1.0), spec.pop("pp", None)
+    return cls(datasets.get_source(name, **spec), split, weight, pp)
 
 
 def _as_source(source):
@@ -35,6 +86,36 @@ def _as_source(source):
 
 def _as_pp_fn(pp):
   return pp if callable(pp) else pp_builder.get_preprocess_fn(pp)
+
+
+def _is_mixture(source):
+  return isinstance(source, (list, tuple))
+
+
+def as_components(mixture):
+  """A list of `Component`s from Components, tuples or config dicts.
+
+  Args:
+    mixture: a sequence whose items are `Component`s, tuples `(source,
+      split, weight[, pp])` or dicts for `Component.from_config`.
+
+  Returns:
+    A list of `Component`s with positive weights and `DataSource`s.
+  """
+  if not mixture:
+    raise ValueError("A mixture needs at least one component.")
+  out = []
+  for item in mixture:
+    if isinstance(item, Component):
+      c = item
+    elif isinstance(item, (list, tuple)):
+      c = Component(*item)
+    else:
+      c = Component.from_config(item)
+    if not (c.weight > 0 and math.isfinite(c.weight)):
+      raise ValueError(f"Mixture weights must be positive; got {c}.")
+    out.append(dataclasses.replace(c, source=_as_source(c.source)))
+  return out
 
 
 def _local_batch_size(global_batch_size, process_count):
@@ -57,23 +138,82 @@ def _options():
   return options
 
 
-def num_train_examples(source, split):
-  """Number of examples in `split` of `source` (a DataSource or a name)."""
+def num_train_examples(source, split=None):
+  """Examples in `split` of `source` (a name, a DataSource or a mixture).
+
+  Args:
+    source: a `DataSource`, a name, or a mixture (see `as_components`).
+    split: the split; None for a mixture.
+
+  Returns:
+    The number of examples; for a mixture, the sum over its components.
+  """
+  if _is_mixture(source):
+    return sum(c.source.num_examples(c.split) for c in as_components(source))
   return _as_source(source).num_examples(split)
 
 
-def make_train_dataset(source, split, *, pp, global_batch_size, seed,
+def _example_stream(source, split, *, shuffle_key, start, process_index,
+                    process_count, shuffle_buffer_size, cache_raw):
+  """This process's endless stream of raw examples, from position `start`.
+
+  Returns:
+    (dataset, load): `load` is None, or a function the caller must map over
+    the dataset's records to get the raw feature dicts (lazy sources).
+  """
+  n = source.num_examples_per_process(
+      split, process_count=process_count, drop_remainder=True)[process_index]
+  if n == 0:
+    raise ValueError(f"Split {split!r} of {source!r} gives process "
+                     f"{process_index} of {process_count} no training "
+                     "examples.")
+  kw = dict(process_index=process_index, process_count=process_count,
+            drop_remainder=True)
+  load = None
+  if hasattr(source, "get_records") and not cache_raw:
+    raw, load = source.get_records(split, **kw), source.load
+  else:
+    raw = source.get_tfdata(split, **kw)
+    if cache_raw:
+      raw = raw.cache()
+
+  def epoch(e):
+    return raw.shuffle(min(shuffle_buffer_size, n),
+                       seed=_derive(shuffle_key, e),
+                       reshuffle_each_iteration=False)
+
+  ds = tf.data.Dataset.counter(start // n).flat_map(epoch)
+  return ds.skip(start % n), load
+
+
+def _seeded_pp(pp_fn, load, key):
+  """map fn (position, example) -> pp(load(example) + `_seed`)."""
+
+  def process(position, features):
+    if load is not None:
+      features = load(features)
+    return pp_fn({**features,
+                  pp_utils.SEED_KEY: _derive(key, position, [2])})
+
+  return process
+
+
+def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
                        process_index, process_count, start_step=0,
                        shuffle_buffer_size=10_000, cache_raw=False,
                        prefetch=2, num_parallel_calls=AUTOTUNE):
   """Returns this process's endless stream of preprocessed training batches.
 
   Args:
-    source: a `DataSource` or a dataset name for `datasets.get_source`.
+    source: a `DataSource` or a dataset name for `datasets.get_source`; or a
+      mixture: a list of `Component`s, `(source, split, weight[, pp])` tuples
+      or `dict(name=, split=, weight=, pp=, **source_kw)` (then `split` is
+      None).
     split: the split (TFDS syntax, e.g. "train[:90%]").
-    pp: a pp string or a function of a feature dict.
+    pp: a pp string or a function of a feature dict (after the component's
+      own pp, for mixtures).
     global_batch_size: batch size summed over processes.
-    seed: the integer seed of shuffling and augmentation.
+    seed: the integer seed of shuffling, mixing and augmentation.
     process_index: this process's index.
     process_count: number of processes; each reads an equal, disjoint share
       (the remainder of the split is dropped).
@@ -87,38 +227,117 @@ def make_train_dataset(source, split, *, pp, global_batch_size, seed,
     A `tf.data.Dataset` of dicts of [global_batch_size // process_count, ...]
     tensors.
   """
-  source = _as_source(source)
   local_batch = _local_batch_size(global_batch_size, process_count)
-  n = source.num_examples_per_process(
-      split, process_count=process_count, drop_remainder=True)[process_index]
-  if n == 0:
-    raise ValueError(f"Split {split!r} gives process {process_index} of "
-                     f"{process_count} no training examples.")
-  raw = source.get_tfdata(split, process_index=process_index,
-                          process_count=process_count, drop_remainder=True)
-  if cache_raw:
-    raw = raw.cache()
-  shuffle_key = _derive(seed, _SHUFFLE_TAG)
-
-  def epoch(e):
-    return raw.shuffle(min(shuffle_buffer_size, n),
-                       seed=_derive(shuffle_key, e),
-                       reshuffle_each_iteration=False)
-
   offset = start_step * local_batch
-  ds = tf.data.Dataset.counter(offset // n).flat_map(epoch)
-  ds = ds.skip(offset % n)
+  kw = dict(process_index=process_index, process_count=process_count,
+            shuffle_buffer_size=shuffle_buffer_size, cache_raw=cache_raw)
+  if _is_mixture(source):
+    if split is not None:
+      raise ValueError("A mixture names its splits in its components; "
+                       f"got split={split!r} too.")
+    ds = _mixture_stream(as_components(source), seed=seed, start=offset,
+                         num_parallel_calls=num_parallel_calls, **kw)
+    load = None
+  else:
+    ds, load = _example_stream(_as_source(source), split, start=offset,
+                               shuffle_key=_derive(seed, _SHUFFLE_TAG), **kw)
   ds = ds.enumerate(start=offset)
   example_key = _derive(_derive(seed, _EXAMPLE_TAG), process_index)
-
-  def add_seed(position, features):
-    return {**features, pp_utils.SEED_KEY: _derive(example_key, position, [2])}
-
-  ds = ds.map(add_seed)
-  ds = ds.map(_as_pp_fn(pp), num_parallel_calls=num_parallel_calls,
-              deterministic=True)
+  ds = ds.map(_seeded_pp(_as_pp_fn(pp), load, example_key),
+              num_parallel_calls=num_parallel_calls, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(prefetch).with_options(_options())
+
+
+def _mixture_stream(components, *, seed, start, process_index,
+                    num_parallel_calls, **kw):
+  """The mixed stream of raw (component-preprocessed) examples from `start`."""
+  choice_key = _derive(_derive(seed, _MIXTURE_TAG), process_index)
+  bounds = _choice_bounds([c.weight for c in components])
+  starts = _component_starts(choice_key, bounds, start)
+  shuffle_key = _derive(seed, _SHUFFLE_TAG)
+  pp_key = _derive(_derive(seed, _COMPONENT_TAG), process_index)
+  streams = []
+  for k, c in enumerate(components):
+    ds, load = _example_stream(
+        c.source, c.split, shuffle_key=_derive(shuffle_key, k),
+        start=int(starts[k]), process_index=process_index, **kw)
+    if c.pp is not None:
+      ds = ds.enumerate(start=int(starts[k])).map(
+          _seeded_pp(_as_pp_fn(c.pp), load, _derive(pp_key, k)),
+          num_parallel_calls=num_parallel_calls, deterministic=True)
+    elif load is not None:
+      ds = ds.map(load, num_parallel_calls=num_parallel_calls,
+                  deterministic=True)
+    streams.append(ds)
+  _check_same_features(components, streams)
+  return tf.data.Dataset.choose_from_datasets(
+      streams, _choices(choice_key, bounds, start))
+
+
+def _check_same_features(components, streams):
+  """Raises naming the components if their examples differ in structure."""
+  specs = [tf.nest.map_structure(lambda s: s.dtype, ds.element_spec)
+           for ds in streams]
+  if any(s != specs[0] for s in specs[1:]):
+    lines = "\n".join(f"  {c.source!r} {c.split!r}: {s}"
+                      for c, s in zip(components, specs))
+    raise ValueError("Mixture components give different features (use a "
+                     f"component `pp` to make them match):\n{lines}")
+
+
+def _choice_bounds(weights):
+  """Inner boundaries in [0, 1) of the cumulative normalised weights."""
+  cum = np.cumsum(np.asarray(weights, np.float64))
+  return tf.constant(cum[:-1] / cum[-1], tf.float64)
+
+
+def _block_choices(key, block, bounds):
+  """The components drawn at positions [block * B, (block + 1) * B)."""
+  u = tf.random.stateless_uniform(
+      [_CHOICE_BLOCK], seed=tf.stack([key, tf.cast(block, tf.int64)]),
+      dtype=tf.float64)
+  return tf.searchsorted(bounds, u, side="right", out_type=tf.int64)
+
+
+def _choices(key, bounds, start):
+  """The endless stream of drawn components from position `start`."""
+  first, skip = divmod(start, _CHOICE_BLOCK)
+  ds = tf.data.Dataset.counter(first).map(
+      lambda b: _block_choices(key, b, bounds))
+  return ds.unbatch().skip(skip)
+
+
+def component_starts(weights, start, *, seed, process_index):
+  """How many of the mixture positions [0, start) drew each component.
+
+  Args:
+    weights: the components' weights.
+    start: the position in this process's mixture stream.
+    seed: the training seed.
+    process_index: this process's index.
+
+  Returns:
+    An int64 numpy array [len(weights)], summing to `start`.
+  """
+  key = _derive(_derive(seed, _MIXTURE_TAG), process_index)
+  return _component_starts(key, _choice_bounds(weights), start)
+
+
+def _component_starts(key, bounds, start):
+  k = int(bounds.shape[0]) + 1
+  full, rest = divmod(start, _CHOICE_BLOCK)
+
+  def count(choices):
+    return tf.math.bincount(choices, minlength=k, maxlength=k,
+                            dtype=tf.int64)
+
+  counts = tf.data.Dataset.range(full).map(
+      lambda b: count(_block_choices(key, b, bounds)),
+      num_parallel_calls=AUTOTUNE).reduce(
+          tf.zeros([k], tf.int64), lambda a, b: a + b)
+  counts += count(_block_choices(key, full, bounds)[:rest])
+  return counts.numpy()
 
 
 def eval_num_batches(source, split, *, global_batch_size, process_count):

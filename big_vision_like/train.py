@@ -32,6 +32,7 @@ from big_vision_like import optim
 from big_vision_like import sharding
 from big_vision_like.datasets import core as datasets_core
 from big_vision_like.evaluators import common as evaluators
+from big_vision_like.models import common as models_common
 from big_vision_like.pp import builder as pp_builder
 from big_vision_like.pp import device_ops
 from big_vision_like.registry import LOSSES
@@ -53,7 +54,8 @@ DEFAULTS = {
     },
     "model_name": REQUIRED,
     "model": OPEN,
-    "model_init": None,  # A `load_params` path to start from.
+    "model_init": None,  # A `load_params` path to start from, e.g. "x.npz:img".
+    "model_load": OPEN,  # `models.common.load_into` kwargs, e.g. dont_load.
     "model_inputs": ("image",),  # Batch keys fed to `model.apply`, in order.
     "loss": "softmax_xent",
     "loss_kw": OPEN,
@@ -232,12 +234,14 @@ def _initial_state(setup, abstract, shardings, init):
     return state
   state = init(jax.random.key(setup.config.seed))
   if setup.config.model_init:
-    loaded = ckpt_lib.load_params(setup.config.model_init)
-    params = jax.tree.map(jnp.asarray, loaded)
-    if jax.tree.structure(params) != jax.tree.structure(state["params"]):
-      raise ValueError(f"config.model_init={setup.config.model_init} does not "
-                       "match the model's parameter tree.")
+    config_lib.check_kwargs(models_common.load_into, setup.config.model_load,
+                            "config.model_load",
+                            skip=("init_params", "path_or_tree"))
+    params = models_common.load_into(
+        jax.device_get(state["params"]), setup.config.model_init,
+        **{"model": setup.config.model_name, **setup.config.model_load})
     state["params"] = jax.device_put(params, shardings["params"])
+    _log(f"Loaded params from {setup.config.model_init}.")
   return state
 
 

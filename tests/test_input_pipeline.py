@@ -173,3 +173,81 @@ def test_to_global_keeps_strings_as_numpy():
   out = ip.to_global({"x": np.ones([2, 3]), "s": np.array([b"a", b"b"])},
                      sharding)
   assert isinstance(out["x"], jax.Array) and isinstance(out["s"], np.ndarray)
+
+
+def _mixture(source, weights=(3, 1)):
+  return [ip.Component(source, "train", weights[0], "setdefault('src', 0)"),
+          ip.Component(source, "validation", weights[1],
+                       "setdefault('src', 1)")]
+
+
+def _split_ids(source, split):
+  return {e["id"] for e in source.get_tfdata(
+      split, process_index=0, process_count=1,
+      drop_remainder=False).as_numpy_iterator()}
+
+
+def test_mixture_respects_weights_and_component_epochs(source):
+  batches = _train(source=_mixture(source), n=40, split=None,
+                   pp="keep('src', 'id')")
+  src = np.concatenate([b["src"] for b in batches])
+  ids = np.concatenate([b["id"] for b in batches])
+  assert abs(np.mean(src == 0) - 0.75) < 0.03
+  assert set(ids[src == 0]) <= _split_ids(source, "train")
+  val = ids[src == 1]
+  assert set(val) <= _split_ids(source, "validation")
+  assert len(set(val[:180])) == 180  # Each component is its own epochs.
+
+
+def test_mixture_is_deterministic_and_resumes(source):
+  kw = dict(split=None, pp=PP_RANDOM.replace("'id'", "'id', 'src'"),
+            global_batch_size=20)
+  fresh = _train(_mixture(source), 12, **kw)
+  _assert_same(fresh, _train(_mixture(source), 12, **kw))
+  other = _train(_mixture(source), 1, seed=1, **kw)
+  assert not np.array_equal(fresh[0]["id"], other[0]["id"])
+  for start_step in (1, 9):  # Validation's first epoch ends near step 9.
+    _assert_same(fresh[start_step:],
+                 _train(_mixture(source), 12 - start_step,
+                        start_step=start_step, **kw))
+
+
+def test_mixture_resumes_on_another_process(source):
+  kw = dict(split=None, pp="keep('id', 'src')", global_batch_size=40,
+            process_index=1, process_count=2)
+  fresh = _train(_mixture(source, (1, 2)), 10, **kw)
+  _assert_same(fresh[6:], _train(_mixture(source, (1, 2)), 4, start_step=6,
+                                 **kw))
+
+
+def test_component_starts_counts_the_choices(source):
+  batches = _train(_mixture(source), 10, split=None, pp="keep('src')",
+                   global_batch_size=10)
+  src = np.concatenate([b["src"] for b in batches])
+  for start in (0, 1, 37, 100):
+    np.testing.assert_array_equal(
+        ip.component_starts([3, 1], start, seed=0, process_index=0),
+        np.bincount(src[:start], minlength=2))
+  counts = ip.component_starts([1, 2, 5], 10**7 + 3, seed=0, process_index=3)
+  assert counts.sum() == 10**7 + 3
+  np.testing.assert_allclose(counts / counts.sum(), [1 / 8, 2 / 8, 5 / 8],
+                             atol=1e-3)
+
+
+def test_mixture_from_config_dicts(source):
+  mixture = [dict(name="bvl_digits", split="train[:100]", weight=1.0,
+                  pp="setdefault('src', 0)"),
+             dict(name="bvl_digits", split="test", pp="setdefault('src', 1)")]
+  assert ip.num_train_examples(mixture) == 460
+  batch = _train(mixture, 1, split=None, pp="keep('src', 'label')")[0]
+  assert batch["src"].shape == (100,) and set(batch["src"]) == {0, 1}
+
+
+def test_mixture_errors(source):
+  with pytest.raises(ValueError, match="different features"):
+    _train([(source, "train", 1.0, "keep('image')"),
+            (source, "test", 1.0, "keep('label')")], 1, split=None, pp="")
+  with pytest.raises(ValueError, match="positive"):
+    _train([(source, "train", 0.0)], 1, split=None, pp="")
+  with pytest.raises(ValueError, match="split"):
+    _train([(source, "train", 1.0)], 1, split="train", pp="")

@@ -227,3 +227,21 @@ def test_two_processes_with_jax_distributed(tmp_path):
   assert r0["devices"] == r1["devices"] == 2
   assert r0["params"] == r1["params"]
   assert np.isfinite(r0["loss"])
+
+
+def test_model_init_transfers_params_except_the_head(tmp_path):
+  cfg = tiny_config(total_steps=4, evals={})
+  trained, _ = train.train_and_evaluate(cfg, str(tmp_path / "pre"))
+  cfg = tiny_config(total_steps=1, evals={}, lr=0.0,
+                    model_init=str(tmp_path / "pre"),
+                    model_load=dict(dont_load=["head/.*"]))
+  cfg.model["num_classes"] = 7  # A new head of another size.
+  cfg.input.pp = cfg.input.pp.replace("onehot(10", "onehot(7")
+  moved, _ = train.train_and_evaluate(cfg, str(tmp_path / "transfer"))
+  before, after = _params_np(trained), _params_np(moved)
+  np.testing.assert_array_equal(after["embedding"]["kernel"],
+                                before["embedding"]["kernel"])
+  assert after["head"]["kernel"].shape == (16, 7)
+  cfg.model_load = dict(dont_load=[])
+  with pytest.raises(ValueError, match="head/kernel"):
+    train.train_and_evaluate(cfg, str(tmp_path / "bad"))

@@ -4,10 +4,15 @@ A `DataSource` hands out the raw feature dicts of a split (images still
 encoded), each process its own disjoint share, in a deterministic order. The
 input pipeline does the rest (shuffle, preprocess, batch).
 
-`get_source(name)` looks `name` up first in the `DATASETS` registry of source
-factories (own data, e.g. `"jsonl:/path/to/file"`: the factory registered as
-`"jsonl"` is called as `factory("/path/to/file", data_dir=data_dir)`), and
-otherwise treats it as a TFDS name (`"cifar10"`, `"bvl_digits:1.0.0"`).
+`get_source(name, data_dir, **kwargs)` looks `name` up first in the
+`DATASETS` registry of source factories (own data, e.g. `"jsonl:/path/to/dir"`:
+the factory registered as `"jsonl"` is called as `factory("/path/to/dir",
+data_dir=data_dir, **kwargs)`, see `own.py`), and otherwise treats it as a
+TFDS name (`"cifar10"`, `"bvl_digits:1.0.0"`), which takes no extra kwargs.
+
+A source may also read lazily (`LazyDataSource`): `get_records` gives cheap
+records (e.g. file names) and `load(record)` the full feature dict, so the
+training pipeline can shuffle and skip records before reading any file.
 
 Built-in TFDS builders (those defined in this package, e.g. `bvl_digits`) are
 prepared on first use, offline, into `data_dir`, else `$BVL_DATA_DIR`, else
@@ -24,6 +29,7 @@ import tensorflow_datasets as tfds
 
 from big_vision_like import registry
 from big_vision_like.datasets import digits  # noqa: F401  (registers it)
+from big_vision_like.datasets import own  # noqa: F401  (registers sources)
 
 DATA_DIR_ENV = "BVL_DATA_DIR"
 
@@ -41,6 +47,20 @@ class DataSource(Protocol):
   def get_tfdata(self, split: str, *, process_index: int, process_count: int,
                  drop_remainder: bool) -> tf.data.Dataset:
     """This process's share of `split`: raw feature dicts, fixed order."""
+
+
+class LazyDataSource(DataSource, Protocol):
+  """A `DataSource` whose examples are cheap records until loaded.
+
+  `get_tfdata(...)` equals `get_records(...).map(load)`.
+  """
+
+  def get_records(self, split: str, *, process_index: int,
+                  process_count: int, drop_remainder: bool) -> tf.data.Dataset:
+    """This process's share of `split` as cheap records, fixed order."""
+
+  def load(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The raw feature dict of a record (a tf function, usable in map)."""
 
 
 def _is_builtin(name):
@@ -145,9 +165,24 @@ class TfdsSource:
     return f"TfdsSource({self.name!r}, data_dir={self.builder.data_dir!r})"
 
 
-def get_source(name, data_dir=None):
-  """Returns the `DataSource` called `name` (registered factory, else TFDS)."""
+def get_source(name, data_dir=None, **kwargs):
+  """Returns the `DataSource` called `name`.
+
+  Args:
+    name: "PREFIX:ARG" for a factory registered in `registry.DATASETS` as
+      PREFIX (e.g. "imagefolder:/data/pets", "jsonl:/data/caps"), else a TFDS
+      name ("cifar10", "imagenet2012:5.1.0").
+    data_dir: passed to the factory; for TFDS, where the data is prepared.
+    **kwargs: options of a registered factory (e.g. `skip_bad=True`).
+
+  Returns:
+    The `DataSource`.
+  """
   prefix, _, arg = name.partition(":")
   if prefix in registry.DATASETS:
-    return registry.DATASETS.get(prefix)(arg, data_dir=data_dir)
+    return registry.DATASETS.get(prefix)(arg, data_dir=data_dir, **kwargs)
+  if kwargs:
+    raise TypeError(f"TFDS dataset {name!r} takes no options; got "
+                    f"{sorted(kwargs)}. Registered sources: "
+                    f"{registry.DATASETS.names()}.")
   return TfdsSource(name, data_dir)

@@ -1,0 +1,324 @@
+"""Tests of the own-data sources (`imagefolder:`, `jsonl:`) on tiny trees."""
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from big_vision_like import input_pipeline as ip
+from big_vision_like import registry
+from big_vision_like.datasets import core
+from big_vision_like.datasets import own
+
+ALL = dict(process_index=0, process_count=1, drop_remainder=False)
+
+
+def _image(path, h=6, w=5, fmt="png", seed=0):
+  """Writes an h x w RGB image whose pixels are all `seed`."""
+  pixels = tf.fill([h, w, 3], tf.constant(seed % 256, tf.uint8))
+  encode = tf.io.encode_png if fmt == "png" else tf.io.encode_jpeg
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tf.io.write_file(path, encode(pixels))
+
+
+def _write(path, data):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(data)
+
+
+@pytest.fixture(name="folder")
+def _folder(tmp_path):
+  """train: dog 3, ant 2 (one nested), cat 0 files; val: ant 1, cat 2, eel 1."""
+  root = tmp_path / "folder"
+  for split, cls, n in [("train", "dog", 3), ("train", "ant", 1),
+                        ("val", "ant", 1), ("val", "cat", 2),
+                        ("val", "eel", 1)]:
+    for i in range(n):
+      fmt, ext = [("png", ".png"), ("jpeg", ".JPG"), ("jpeg", ".jpeg")][i % 3]
+      _image(str(root / split / cls / f"{i}{ext}"), fmt=fmt, seed=i)
+  _image(str(root / "train" / "ant" / "sub" / "deep.PNG"))
+  os.makedirs(root / "train" / "cat")
+  _write(str(root / "train" / "dog" / "notes.txt"), b"not an image")
+  return root
+
+
+def _examples(source, split="train", **kw):
+  return list(source.get_tfdata(split, **{**ALL, **kw}).as_numpy_iterator())
+
+
+def test_imagefolder_sizes_labels_and_class_order(folder):
+  src = core.get_source(f"imagefolder:{folder}")
+  assert src.class_names == ["ant", "cat", "dog", "eel"]
+  assert src.splits == ["train", "val"]
+  assert src.num_examples("train") == 5
+  assert src.num_examples("val") == 4
+  assert src.num_examples("train+val") == 9
+  examples = _examples(src)
+  ids = sorted(e["id"].decode() for e in examples)
+  assert ids == ["train/ant/0.png", "train/ant/sub/deep.PNG",
+                 "train/dog/0.png", "train/dog/1.JPG", "train/dog/2.jpeg"]
+  for e in examples:
+    name = e["id"].decode()
+    assert e["label"] == src.class_names.index(name.split("/")[1])
+    assert e["filename"].decode() == str(folder / name)
+    assert tf.io.decode_image(e["image"]).shape == (6, 5, 3)
+  val = {e["id"].decode(): e["label"] for e in _examples(src, "val")}
+  assert val == {"val/ant/0.png": 0, "val/cat/0.png": 1, "val/cat/1.JPG": 1,
+                 "val/eel/0.png": 3}
+
+
+def test_imagefolder_order_is_fixed_and_slices_follow_it(folder):
+  ids = [e["id"] for e in _examples(core.get_source(f"imagefolder:{folder}"))]
+  src = core.get_source(f"imagefolder:{folder}")
+  assert [e["id"] for e in _examples(src)] == ids
+  assert [e["id"] for e in _examples(src, "train[:40%]")] == ids[:2]
+  assert [e["id"] for e in _examples(src, "train[2:]")] == ids[2:]
+  assert src.num_examples("train[:40%]") == 2
+  with pytest.raises(ValueError, match="test.*splits.*train"):
+    src.num_examples("test")
+
+
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_process_shares_are_disjoint_and_cover_the_split(folder,
+                                                         drop_remainder):
+  src = core.get_source(f"imagefolder:{folder}")
+  sizes = src.num_examples_per_process("train", process_count=2,
+                                       drop_remainder=drop_remainder)
+  assert sizes == ([2, 2] if drop_remainder else [3, 2])
+  shares = [{e["id"] for e in _examples(
+      src, process_index=i, process_count=2, drop_remainder=drop_remainder)}
+            for i in range(2)]
+  assert [len(s) for s in shares] == sizes
+  assert not shares[0] & shares[1]
+  everything = {e["id"] for e in _examples(src)}
+  assert (shares[0] | shares[1] == everything) != drop_remainder
+
+
+def test_root_relative_to_data_dir_and_errors(folder, tmp_path):
+  src = core.get_source("imagefolder:folder", data_dir=tmp_path)
+  assert src.num_examples("val") == 4
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    core.get_source(f"imagefolder:{tmp_path}/nowhere")
+  with pytest.raises(TypeError, match="cifar10.*skip_bad"):
+    core.get_source("cifar10", skip_bad=True)
+  _image(str(folder / "val" / "stray.png"))
+  with pytest.raises(ValueError, match="stray.png.*class directory"):
+    core.get_source(f"imagefolder:{folder}")
+
+
+def test_imagefolder_eval_counts_each_example_once(folder):
+  src = core.get_source(f"imagefolder:{folder}")
+  ids = []
+  for index in range(2):
+    ds, num_batches = ip.make_eval_dataset(
+        src, "train+val", pp="decode|resize(4)|keep('image', 'id', 'label')",
+        global_batch_size=4, process_index=index, process_count=2)
+    batches = list(ds.as_numpy_iterator())
+    assert len(batches) == num_batches == 3
+    assert batches[0]["image"].shape == (2, 4, 4, 3)
+    ids += [i for b in batches for i in b["id"][b["_mask"]]]
+  assert len(ids) == len(set(ids)) == 9
+
+
+def _train(source, steps, **kw):
+  kw = {"pp": "decode|resize(4)|flip_lr|keep('image', 'label', 'id')",
+        "global_batch_size": 2, "seed": 0, "process_index": 0,
+        "process_count": 1, **kw}
+  ds = ip.make_train_dataset(source, "train+val", **kw)
+  return list(itertools.islice(ds.as_numpy_iterator(), steps))
+
+
+def _assert_same(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_train_pipeline_resumes_and_caches_alike(folder):
+  src = core.get_source(f"imagefolder:{folder}")
+  fresh = _train(src, 12)
+  assert fresh[0]["image"].shape == (2, 4, 4, 3)
+  epoch = np.concatenate([b["id"] for b in fresh])[:8]  # 9 // 1 - 1 dropped.
+  assert len(set(epoch)) == 8
+  _assert_same(fresh[7:], _train(src, 5, start_step=7))
+  _assert_same(fresh, _train(src, 12, cache_raw=True))
+
+
+def test_corrupt_image_error_names_the_file(folder):
+  _write(str(folder / "train" / "dog" / "bad.jpg"), b"<html>oops</html>")
+  src = core.get_source(f"imagefolder:{folder}")
+  with pytest.raises(tf.errors.InvalidArgumentError, match="dog/bad.jpg"):
+    _examples(src)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="dog/bad.jpg"):
+    _train(src, 5)
+
+
+def test_skip_bad_drops_and_counts_undecodable_images(folder):
+  _write(str(folder / "train" / "dog" / "bad.jpg"), b"")
+  good = tf.io.encode_jpeg(tf.zeros([16, 16, 3], tf.uint8)).numpy()
+  _write(str(folder / "train" / "dog" / "cut.jpg"), good[:len(good) // 2])
+  _write(str(folder / "val" / "eel" / "cut.png"), b"\x89PNG\r\n\x1a\n")
+  src = core.get_source(f"imagefolder:{folder}", skip_bad=True)
+  assert src.num_examples("train") == 5
+  assert src.skipped_files("train") == [
+      str(folder / "train" / "dog" / f) for f in ("bad.jpg", "cut.jpg")]
+  assert len(src.skipped_files("train+val")) == 3
+  assert "cut.jpg" not in str([e["id"] for e in _examples(src)])
+  ds, _ = ip.make_eval_dataset(src, "train+val", pp="decode|keep('id')",
+                               global_batch_size=4, process_index=0,
+                               process_count=1)
+  assert sum(b["_mask"].sum() for b in ds.as_numpy_iterator()) == 9
+
+
+def test_find_bad_images(folder, tmp_path):
+  _write(str(tmp_path / "bad.png"), b"\x89PNG\r\n\x1a\nrest")
+  files = [str(folder / "train" / "dog" / "0.png"), str(tmp_path / "bad.png"),
+           str(tmp_path / "missing.jpg"), str(folder / "val" / "cat" /
+                                              "1.JPG")]
+  np.testing.assert_array_equal(own.find_bad_images(files), [1, 2])
+
+
+@pytest.fixture(name="jsonl_root")
+def _jsonl_root(tmp_path):
+  root = tmp_path / "captions"
+  for i in range(5):
+    _image(str(root / "imgs" / f"{i}.jpg"), fmt="jpeg", seed=i)
+  lines = [
+      {"image": "imgs/0.jpg", "text": "a cat", "label": 0},
+      {"image": "imgs/1.jpg", "text": ["a dog", "a brown dog", "dog"],
+       "label": 1},
+      {"image": "imgs/2.jpg", "text": ["two birds"], "id": "birds"},
+      {"image": "imgs/3.jpg", "label": 2, "extra": "ignored"},
+  ]
+  _write(str(root / "train.jsonl"),
+         "\n".join(json.dumps(x) for x in lines).encode() + b"\n\n")
+  _write(str(root / "val.jsonl"), json.dumps(
+      {"image": "imgs/4.jpg", "text": "a fish"}).encode())
+  _write(str(root / "classnames.txt"), b"cat\ndog\nbird\n")
+  return root
+
+
+def test_jsonl_features(jsonl_root):
+  src = core.get_source(f"jsonl:{jsonl_root}")
+  assert src.class_names == ["cat", "dog", "bird"]
+  assert src.splits == ["train", "val"]
+  assert src.num_examples("train") == 4
+  by_id = {e["id"].decode(): e for e in _examples(src)}
+  assert set(by_id) == {"train:1", "train:2", "birds", "train:4"}
+  dog = by_id["train:2"]
+  assert dog["label"] == 1 and dog["num_texts"] == 3
+  assert list(dog["texts"]) == [b"a dog", b"a brown dog", b"dog"]
+  assert list(dog["texts_padded"]) == list(dog["texts"])
+  cat = by_id["train:1"]
+  assert list(cat["texts"]) == [b"a cat"]
+  assert list(cat["texts_padded"]) == [b"a cat", b"", b""]
+  assert by_id["birds"]["label"] == -1
+  assert by_id["train:4"]["num_texts"] == 0
+  assert by_id["train:4"]["filename"].decode() == str(jsonl_root / "imgs" /
+                                                      "3.jpg")
+  np.testing.assert_array_equal(
+      tf.io.decode_image(by_id["birds"]["image"]), np.full([6, 5, 3], 2))
+  val = _examples(src, "val")
+  assert val[0]["texts_padded"].shape == (1,)
+
+
+def test_jsonl_train_and_eval_batches(jsonl_root):
+  src = core.get_source(f"jsonl:{jsonl_root}")
+  ds, num_batches = ip.make_eval_dataset(
+      src, "train", pp="decode|resize(4)|keep('image', 'texts_padded', "
+      "'num_texts', 'label')", global_batch_size=2, process_index=0,
+      process_count=1)
+  batches = list(ds.as_numpy_iterator())
+  assert num_batches == 2
+  assert batches[0]["texts_padded"].shape == (2, 3)
+  assert sorted(b for x in batches for b in x["num_texts"]) == [0, 1, 1, 3]
+  if "choice" not in registry.PP_OPS:
+    pytest.skip("no `choice` pp op to pick a caption")
+  _write(str(jsonl_root / "more.jsonl"), b"\n".join(json.dumps(
+      {"image": f"imgs/{i}.jpg", "text": ["x"] * i}).encode()
+                                                  for i in range(1, 4)))
+  src = core.get_source(f"jsonl:{jsonl_root}")
+  ds = ip.make_train_dataset(
+      src, "more", pp="decode|resize(4)|choice(inkey='texts', "
+      "outkey='text')|keep('image', 'text')", global_batch_size=3, seed=0,
+      process_index=0, process_count=1)
+  batch = next(ds.as_numpy_iterator())
+  assert batch["text"].shape == (3,) and all(batch["text"])
+
+
+@pytest.mark.parametrize("line,match", [
+    ("{not json", "invalid JSON"),
+    ('{"text": "no image"}', "`image`"),
+    ('{"image": "imgs/0.jpg"}', "needs `text` or `label`"),
+    ('{"image": "imgs/0.jpg", "text": []}', "`text`"),
+    ('{"image": "imgs/0.jpg", "text": ["a", 3]}', "`text`"),
+    ('{"image": "imgs/0.jpg", "label": "cat"}', "`label`"),
+    ('{"image": "imgs/0.jpg", "label": 3}', "out of range"),
+    ('["imgs/0.jpg"]', "JSON object"),
+])
+def test_jsonl_bad_line_names_file_and_line(jsonl_root, line, match):
+  good = json.dumps({"image": "imgs/0.jpg", "text": "ok"})
+  _write(str(jsonl_root / "test.jsonl"), f"{good}\n\n{line}\n".encode())
+  with pytest.raises(ValueError, match=f"test.jsonl:3: .*{match}"):
+    core.get_source(f"jsonl:{jsonl_root}")
+
+
+def test_jsonl_missing_image_names_file_and_line(jsonl_root):
+  lines = [{"image": "imgs/0.jpg", "text": "a"},
+           {"image": "imgs/nope.jpg", "text": "b"},
+           {"image": "other/x.jpg", "text": "c"}]
+  _write(str(jsonl_root / "test.jsonl"),
+         "\n".join(json.dumps(x) for x in lines).encode())
+  with pytest.raises(FileNotFoundError,
+                     match=r"test.jsonl:2: image 'imgs/nope.jpg'.*1 more"):
+    core.get_source(f"jsonl:{jsonl_root}")
+
+
+def test_jsonl_corrupt_image(jsonl_root):
+  _write(str(jsonl_root / "imgs" / "2.jpg"), b"garbage")
+  with pytest.raises(tf.errors.InvalidArgumentError, match="imgs/2.jpg"):
+    _examples(core.get_source(f"jsonl:{jsonl_root}"))
+  src = core.get_source(f"jsonl:{jsonl_root}", skip_bad=True)
+  assert {e["id"] for e in _examples(src)} == {b"train:1", b"train:2",
+                                                b"train:4"}
+  assert src.skipped_files("train") == [str(jsonl_root / "imgs" / "2.jpg")]
+
+
+def test_eval_config_passes_source_options(jsonl_root):
+  # What `config.evals.x.data = dict(name=..., split=..., skip_bad=True)`
+  # does: extra keys go to the registered factory.
+  _write(str(jsonl_root / "imgs" / "4.jpg"), b"")
+  data = dict(name=f"jsonl:{jsonl_root.name}", split="val", skip_bad=True,
+              data_dir=str(jsonl_root.parent))
+  src = core.get_source(data.pop("name"), **{k: v for k, v in data.items()
+                                             if k != "split"})
+  assert src.num_examples("val") == 0
+  assert len(src.skipped_files("val")) == 1
+
+
+@pytest.mark.parametrize("component_pp", [None, "decode|resize(4)"])
+def test_mixture_of_own_sources_resumes(folder, jsonl_root, component_pp):
+  folder_src = core.get_source(f"imagefolder:{folder}")
+  keep = "|keep('image', 'label', 'id')"
+  mixture = [ip.Component(folder_src, "train", 2.0, component_pp),
+             ip.Component(folder_src, "val", 1.0, component_pp)]
+  pp = "decode|resize(4)|flip_lr" + keep
+  if component_pp:  # Also mix in JSONL data, made alike by its own pp.
+    mixture.append(ip.Component(f"jsonl:{jsonl_root}", "train", 1.0,
+                                component_pp + keep))
+    mixture[:2] = [ip.Component(c.source, c.split, c.weight,
+                                component_pp + keep) for c in mixture[:2]]
+    pp = "flip_lr"
+  kw = dict(pp=pp, global_batch_size=3, seed=0, process_index=0,
+            process_count=1)
+  fresh = list(itertools.islice(ip.make_train_dataset(
+      mixture, **kw).as_numpy_iterator(), 8))
+  assert fresh[0]["image"].shape == (3, 4, 4, 3)
+  resumed = list(itertools.islice(ip.make_train_dataset(
+      mixture, start_step=5, **kw).as_numpy_iterator(), 3))
+  _assert_same(fresh[5:], resumed)
