@@ -45,7 +45,10 @@ DEFAULTS = {
     "seed": 0,
     "total_steps": None, "total_epochs": None, "total_examples": None,
     "input": {
-        "data": {"name": REQUIRED, "split": REQUIRED, "data_dir": None},
+        # dict(name=, split=, data_dir=None, **source options), or None
+        # with `mixture`: a list of such dicts with `weight` (and `pp`).
+        "data": OPEN,
+        "mixture": None,
         "batch_size": REQUIRED,
         "pp": REQUIRED,
         "shuffle_buffer_size": 10_000,
@@ -161,6 +164,26 @@ def _build_loss(name, kwargs, mesh):
   return functools.partial(loss, **kwargs)
 
 
+def _train_source(input_config):
+  """(source, split) of `config.input`: one dataset, or a mixture and None."""
+  data, mixture = dict(input_config.data), input_config.mixture
+  if mixture:
+    if data:
+      raise KeyError("Set config.input.data or config.input.mixture, not "
+                     "both.")
+    return input_pipeline.as_components([dict(c) for c in mixture]), None
+  for key in ("name", "split"):
+    if key not in data:
+      raise KeyError(f"config.input.data needs `{key}` (or use "
+                     "config.input.mixture).")
+  name, split = data.pop("name"), data.pop("split")
+  try:
+    return datasets_core.get_source(name, **data), split
+  except TypeError as e:
+    raise KeyError(f"config.input.data options {sorted(data)} for {name!r}: "
+                   f"{e}") from None
+
+
 class _Setup:
   """Everything a run builds from its config before the first step."""
 
@@ -168,9 +191,8 @@ class _Setup:
     self.config = config
     self.mesh = sharding.make_mesh(config.mesh)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
-    data = config.input.data
-    self.source = datasets_core.get_source(data.name, data_dir=data.data_dir)
-    self.data_size = self.source.num_examples(config.input.data.split)
+    self.source, self.split = _train_source(config.input)
+    self.data_size = input_pipeline.num_train_examples(self.source, self.split)
     self.batch_size = config.input.batch_size
     self.total_steps = config_lib.to_steps(
         config, "total", batch_size=self.batch_size, data_size=self.data_size)
@@ -186,7 +208,7 @@ class _Setup:
 
   def train_dataset(self, start_step):
     return input_pipeline.make_train_dataset(
-        self.source, self.config.input.data.split, pp=self.pp_fn,
+        self.source, self.split, pp=self.pp_fn,
         global_batch_size=self.batch_size, seed=self.config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=start_step,

@@ -97,6 +97,10 @@ def test_fsdp_rules_match_replicated_training(tmp_path):
     (lambda c: c.__setitem__("lrr", 1.0), KeyError, r"config\.lrr.*config\.lr"),
     (lambda c: c.input.__setitem__("shuffle_buffer", 1), KeyError,
      r"config\.input\.shuffle_buffer"),
+    (lambda c: c.input.data.__setitem__("skip_bad", True), KeyError,
+     r"config\.input\.data options \['skip_bad'\]"),
+    (lambda c: c.input.data.__delitem__("split"), KeyError,
+     r"config\.input\.data needs `split`"),
     (lambda c: c.model.__setitem__("widht", 8), KeyError,
      r"config\.model.*widht"),
     (lambda c: c.__setitem__("loss_kw", {"smoothing": 0.1}), KeyError,
@@ -245,3 +249,20 @@ def test_model_init_transfers_params_except_the_head(tmp_path):
   cfg.model_load = dict(dont_load=[])
   with pytest.raises(ValueError, match="head/kernel"):
     train.train_and_evaluate(cfg, str(tmp_path / "bad"))
+
+
+def test_weighted_mixture_trains_and_resumes(tmp_path):
+  cfg = tiny_config(total_steps=6, evals={}, ckpt_steps=3)
+  with cfg.unlocked():
+    cfg.input.data = {}
+    cfg.input.mixture = [dict(name="bvl_digits", split="train", weight=3.0),
+                         dict(name="bvl_digits", split="validation",
+                              weight=1.0)]
+  state, results = train.train_and_evaluate(cfg, str(tmp_path / "a"))
+  assert int(state["step"]) == 6 and np.isfinite(results["train/loss"])
+  workdir = str(tmp_path / "b")
+  train.train_and_evaluate(cfg, workdir)
+  os.system(f"rm -rf {workdir}/checkpoints/6")
+  resumed, _ = train.train_and_evaluate(cfg, workdir)
+  _assert_trees_close(_params_np(resumed), _params_np(state), rtol=1e-5,
+                      atol=1e-6)
