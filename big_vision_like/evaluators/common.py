@@ -5,12 +5,25 @@ An evaluator is a class registered in `registry.EVALUATORS`, built as
 with `run(train_state)` yielding `(metric_name, value)` pairs. It is
 configured as `config.evals.<name> = dict(type=..., pred=..., data=...,
 pp_fn=..., log_steps=..., **kw)`; `pred` names one of the trainer's predict
-functions (default "predict").
+functions (default "predict"). `build_evaluators(..., workdir=...)` also
+passes `workdir` (the run's directory) and `name` (the config key) to the
+evaluators whose signature has them, unless the config sets them.
+
+Evaluators that need per-example outputs on the host (features for few-shot,
+kNN, linear probes, retrieval; saved predictions) build a `Gatherer`: it runs
+a jitted function over global sharded batches (`EvalData` for a dataset
+split, `ArrayData` for in-memory arrays such as prompts) and returns numpy
+arrays of the whole split, in split order, padding dropped, on every process.
+Outputs are chosen by name with `select_output`.
 """
 
 import dataclasses
+import inspect
+import math
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 from big_vision_like import config as config_lib
 from big_vision_like import input_pipeline
@@ -32,7 +45,7 @@ class EvalData:
   def __init__(self, data, pp_fn, batch_size, mesh, cache=True):
     data = dict(data)
     name, split = data.pop("name"), data.pop("split")
-    source = datasets_core.get_source(name, **data)
+    source = self.source = datasets_core.get_source(name, **data)
     self.num_examples = source.num_examples(split)
     self.dataset, self.num_batches = input_pipeline.make_eval_dataset(
         source, split, pp=pp_fn, global_batch_size=batch_size,
@@ -56,9 +69,33 @@ class Scheduled:
     return step == total_steps or bool(self.every and step % self.every == 0)
 
 
+def _inject(cls, cfg, **values):
+  """Sets `values` the config leaves unset, where `cls` takes them."""
+  params = inspect.signature(cls).parameters
+  for key, value in values.items():
+    if value is not None and key in params:
+      cfg.setdefault(key, value)
+
+
 def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
-                     data_size=None, default_log_steps=None):
-  """Builds `config.evals` into a list of `Scheduled` evaluators."""
+                     data_size=None, default_log_steps=None, workdir=None):
+  """Builds `config.evals` into a list of `Scheduled` evaluators.
+
+  Args:
+    evals: `config.evals`: {name: dict(type=..., pred=..., log_*=..., **kw)}.
+    predict_fns: {name: predict_fn} of the trainer (`pred` chooses one).
+    mesh: the device mesh, passed to every evaluator.
+    batch_size: the default `batch_size` of evaluators.
+    total_steps: training length (for `log_percent`).
+    data_size: training examples (for `log_epochs`).
+    default_log_steps: schedule of evaluators without a `log_*` key.
+    workdir: the run's directory; passed as `workdir` (and the config key as
+      `name`) to evaluators whose signature has them, unless the config sets
+      them (e.g. `save_predictions` writes under it).
+
+  Returns:
+    A list of `Scheduled`.
+  """
   out = []
   for name, cfg in (evals or {}).items():
     cfg = dict(cfg)
@@ -75,8 +112,185 @@ def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
         sched, "log", batch_size=batch_size, data_size=data_size,
         total_steps=total_steps, default=default_log_steps)
     cfg.setdefault("batch_size", batch_size)
+    _inject(cls, cfg, workdir=workdir, name=name)
     config_lib.check_kwargs(cls, cfg, where, skip=("predict_fn", "mesh"))
     out.append(Scheduled(name, cls(predict_fns[pred], mesh=mesh, **cfg),
                          every))
   return out
 
+
+
+class ArrayData:
+  """In-memory arrays (e.g. tokenised prompts) as masked global batches.
+
+  Every process holds all of `features` and feeds its contiguous share, as
+  `EvalData` does with a split, so a `Gatherer` returns them in order.
+  """
+
+  def __init__(self, features, batch_size, mesh):
+    self.features = {k: np.asarray(v) for k, v in features.items()}
+    sizes = {len(v) for v in self.features.values()}
+    if len(sizes) != 1:
+      raise ValueError(f"ArrayData: features of different lengths {sizes}.")
+    self.num_examples = sizes.pop()
+    count = jax.process_count()
+    self._local_batch = batch_size // count
+    if self._local_batch * count != batch_size:
+      raise ValueError(f"batch_size={batch_size} is not divisible by the "
+                       f"{count} processes.")
+    share = math.ceil(self.num_examples / count)
+    self.num_batches = max(1, math.ceil(share / self._local_batch))
+    start = min(jax.process_index() * share, self.num_examples)
+    self._rows = slice(start, min(start + share, self.num_examples))
+    self._sharding = sharding.batch_sharding(mesh)
+
+  def _local(self):
+    """This process's share, padded with `_mask=False` rows."""
+    total = self.num_batches * self._local_batch
+    out = {}
+    for k, v in self.features.items():
+      v = v[self._rows]
+      out[k] = np.concatenate([v, np.zeros((total - len(v), *v.shape[1:]),
+                                           v.dtype)])
+    n = self._rows.stop - self._rows.start
+    out["_mask"] = np.arange(total) < n
+    return out
+
+  def __iter__(self):
+    local, b = self._local(), self._local_batch
+    for i in range(self.num_batches):
+      batch = {k: v[i * b:(i + 1) * b] for k, v in local.items()}
+      yield input_pipeline.to_global(batch, self._sharding)
+
+
+def _get_path(tree, name):
+  node = tree
+  for key in name.split("/"):
+    if not isinstance(node, dict) or key not in node:
+      return None
+    node = node[key]
+  return node
+
+
+def select_output(outputs, name, batch=None):
+  """Picks one output of a model by name.
+
+  Args:
+    outputs: what `predict_fn` returns: `(logits, aux)` for a classifier,
+      `(zimg, ztxt, aux)` for a two-tower model.
+    name: "logits" (a classifier's first output), "zimg" / "ztxt" (a
+      two-tower model's embeddings), a key of `aux` ("pre_logits", or a
+      `/`-joined path into nested dicts), or a callable
+      `fn(outputs, batch) -> array`.
+    batch: the batch the outputs come from (for callables).
+
+  Returns:
+    The selected array.
+  """
+  if callable(name):
+    return name(outputs, batch)
+  *heads, aux = outputs
+  named = {"logits": 0} if len(heads) == 1 else {"zimg": 0, "ztxt": 1}
+  if name in named:
+    value = heads[named[name]]
+    if value is None:
+      raise ValueError(f"Output {name!r} is None: the batch fed to the model "
+                       "lacks that tower's input.")
+    return value
+  value = aux.get(name) if isinstance(aux, dict) else None
+  value = _get_path(aux, name) if value is None else value
+  if value is None:
+    raise KeyError(f"Output {name!r} is not one of {sorted(named)} or of the "
+                   f"model's aux keys {sorted(aux or {})}.")
+  return value
+
+
+def select_fn(predict_fn, select, *, inputs=None, keep=()):
+  """A function `(train_state, batch) -> {name: per-example array}`.
+
+  Args:
+    predict_fn: the trainer's `predict(train_state, batch)`.
+    select: {output name: `select_output` name or callable}.
+    inputs: batch keys given to `predict_fn` (None: the whole batch), e.g.
+      ("image",) embeds only the images of a two-tower model.
+    keep: batch keys copied to the result (e.g. labels).
+  """
+
+  def fn(train_state, batch):
+    fed = batch if inputs is None else {k: batch[k] for k in inputs}
+    outputs = predict_fn(train_state, fed)
+    out = {n: select_output(outputs, s, batch) for n, s in select.items()}
+    out.update({k: batch[k] for k in keep})
+    return out
+
+  return fn
+
+
+def numeric(batch):
+  """Drops string leaves, which cannot enter a jitted function."""
+  return {k: v for k, v in batch.items()
+          if not (isinstance(v, np.ndarray) and v.dtype.kind in "OSU")}
+
+
+class Gatherer:
+  """Per-example outputs of a whole split, to host numpy on every process.
+
+  `fn(train_state, batch)` returns a dict of arrays with the batch as
+  leading axis; it is jitted once, with outputs sharded like the batch. The
+  result of `__call__` keeps only real examples, in split order (each
+  process's share is contiguous, and shares are gathered in process order).
+  """
+
+  def __init__(self, fn, mesh):
+    self._mesh = mesh
+    self._spec = sharding.batch_sharding(mesh).spec
+
+    def with_mask(train_state, batch):
+      return {**fn(train_state, batch), "_mask": batch["_mask"]}
+
+    self._fn = jax.jit(with_mask,
+                       out_shardings=sharding.batch_sharding(mesh))
+
+  def _to_local(self, tree):
+    if jax.process_count() == 1:
+      return jax.tree.map(np.asarray, tree)
+    return jax.tree.map(np.asarray,
+                        multihost_utils.global_array_to_host_local_array(
+                            tree, self._mesh, self._spec))
+
+  def __call__(self, train_state, data):
+    """Runs over `data` (`EvalData` or `ArrayData`); returns {name: array}."""
+    parts, pending = [], None
+    for batch in data:  # Fetches batch i while batch i + 1 runs.
+      out = self._fn(train_state, numeric(batch))
+      if pending is not None:
+        parts.append(self._to_local(pending))
+      pending = out
+    parts.append(self._to_local(pending))
+    local = jax.tree.map(lambda *x: np.concatenate(x), *parts)
+    if jax.process_count() > 1:
+      local = jax.tree.map(
+          lambda x: np.asarray(multihost_utils.process_allgather(x)).reshape(
+              -1, *x.shape[1:]), local)
+    mask = local.pop("_mask").astype(bool)
+    return {k: v[mask] for k, v in local.items()}
+
+
+def int_labels(labels):
+  """Integer class ids from ids [N] or one-hot / multi-hot rows [N, C]."""
+  labels = np.asarray(labels)
+  return labels.argmax(-1) if labels.ndim == 2 else labels.astype(np.int32)
+
+
+def class_names(source, key="label"):
+  """Class names of a data source: its `class_names`, or TFDS ClassLabel's."""
+  names = getattr(source, "class_names", None)
+  if names is not None:
+    return list(names)
+  builder = getattr(source, "builder", None)
+  features = builder.info.features if builder is not None else {}
+  feature = features[key] if key in features else None
+  if not hasattr(feature, "names"):
+    raise ValueError(f"{source!r} has no class names (no `class_names`, no "
+                     f"ClassLabel feature {key!r}); give them in the config.")
+  return list(feature.names)

@@ -1,0 +1,120 @@
+"""Zero-shot classification with a two-tower (image-text) model.
+
+  config.evals.zeroshot = dict(
+      type="zeroshot", data=dict(name="bvl_shapes", split="test"),
+      pp_fn="decode|value_range(-1, 1)|keep('image', 'label')",
+      pp_txt='tokenize(max_len=16, model="bvl_shapes", inkey="texts", '
+             'outkey="labels")',
+      class_names=None,  # None: the data source's names.
+      templates=("a photo of a {}.", "a drawing of a {}."))
+
+Each class's embedding is the mean of its prompts' L2-normalised text
+embeddings (one prompt per template, `template.format(class_name)`),
+re-normalised; an image is classified by the largest cosine similarity.
+Prompts are tokenised by `pp_txt` from the string feature `texts`, and fed to
+the model as `{text_key: tokens}` alone; images as `{image_key: image}`.
+Class names come from `class_names` (a list), else from the data source:
+its `class_names` attribute, or the names of the TFDS ClassLabel feature
+`label_key`. Reports `prec@1` and `prec@5` (top-k over the classes).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from big_vision_like import sharding
+from big_vision_like.evaluators import classification
+from big_vision_like.evaluators import common
+from big_vision_like.pp import builder as pp_builder
+from big_vision_like.registry import EVALUATORS
+
+
+def normalize(x, axis=-1):
+  return x / (jnp.linalg.norm(x, axis=axis, keepdims=True) + 1e-12)
+
+
+def tokenize(texts, pp_txt, key):
+  """Tokens [N, L] of `texts` by the pp string `pp_txt` (input `texts`)."""
+  pp = pp_builder.get_preprocess_fn(pp_txt)
+  ds = tf.data.Dataset.from_tensor_slices({"texts": list(texts)}).map(pp)
+  tokens = next(ds.batch(len(texts)).as_numpy_iterator())
+  if key not in tokens:
+    raise KeyError(f"pp_txt {pp_txt!r} gives {sorted(tokens)}, not {key!r}.")
+  return tokens[key]
+
+
+def class_embeddings(text_emb, num_classes):
+  """[C * T, D] prompt embeddings (class-major) -> [C, D] class embeddings."""
+  z = normalize(jnp.asarray(text_emb, jnp.float32))
+  z = z.reshape(num_classes, -1, z.shape[-1])
+  return normalize(z.mean(axis=1))
+
+
+@EVALUATORS.register("zeroshot")
+class Evaluator:
+  """Top-k accuracy of classifying images by their nearest class prompt.
+
+  Args:
+    predict_fn: the trainer's predict function of a two-tower model.
+    data: the labelled image split, dict(name=..., split=...).
+    pp_fn: the image pp string.
+    pp_txt: the prompt pp string (reads `texts`, writes `text_key`).
+    batch_size: global batch size.
+    mesh: the device mesh.
+    class_names: list of class names; None: from the data source.
+    templates: prompt templates with one `{}`.
+    top_k: the k of the reported prec@k.
+    label_key: the integer (or one-hot) label in the preprocessed batch.
+    image_key: the model input holding images.
+    text_key: the model input holding tokens.
+    img_output: the image embedding (`common.select_output` name).
+    txt_output: the text embedding.
+    cache: keep the preprocessed split in memory.
+  """
+
+  def __init__(self, predict_fn, *, data, pp_fn, pp_txt, batch_size, mesh,
+               class_names=None, templates=("a photo of a {}.",),
+               top_k=(1, 5), label_key="label", image_key="image",
+               text_key="labels", img_output="zimg", txt_output="ztxt",
+               cache=True):
+    self.data = common.EvalData(data, pp_builder.get_preprocess_fn(pp_fn),
+                                batch_size, mesh, cache=cache)
+    if class_names is None:
+      class_names = common.class_names(self.data.source, label_key)
+    self.class_names, self.templates = list(class_names), tuple(templates)
+    prompts = [t.format(c) for c in self.class_names for t in self.templates]
+    self.prompts = common.ArrayData(
+        {text_key: tokenize(prompts, pp_txt, text_key)}, batch_size, mesh)
+    self._embed_text = common.Gatherer(common.select_fn(
+        predict_fn, {"z": txt_output}, inputs=(text_key,)), mesh)
+    self.top_k = tuple(top_k)
+
+    def sums(train_state, batch, classes):
+      out = predict_fn(train_state, {image_key: batch[image_key]})
+      zimg = normalize(common.select_output(out, img_output, batch))
+      logits = zimg.astype(jnp.float32) @ classes.T  # [B, C]
+      mask = batch["_mask"].astype(jnp.float32)
+      res = {f"prec@{k}": classification.topk_correct(
+          logits, batch[label_key], k) * mask for k in self.top_k}
+      res["_count"] = mask
+      return jax.tree.map(jnp.sum, res)
+
+    self._sums = jax.jit(sums, out_shardings=sharding.replicated(mesh))
+
+  def class_embeddings(self, train_state):
+    """[C, D] unit class embeddings (numpy, the same on every process)."""
+    z = self._embed_text(train_state, self.prompts)["z"]
+    return np.asarray(class_embeddings(z, len(self.class_names)))
+
+  def run(self, train_state):
+    """Yields `prec@k` for k in `top_k`."""
+    classes = self.class_embeddings(train_state)
+    total = None
+    for batch in self.data:
+      s = self._sums(train_state, common.numeric(batch), classes)
+      total = s if total is None else jax.tree.map(jnp.add, total, s)
+    total = jax.device_get(total)
+    count = max(float(total.pop("_count")), 1.0)
+    for name, value in total.items():
+      yield name, float(value) / count
