@@ -143,7 +143,8 @@ def make_predict_fns(model, model_inputs):
   return {"predict": predict}
 
 
-def _build_model(name, kwargs):
+def build_model(name, kwargs):
+  """The registered model `name` built from `config.model` kwargs."""
   factory = MODELS.get(name)
   config_lib.check_kwargs(factory, kwargs, "config.model")
   try:
@@ -199,7 +200,7 @@ class _Setup:
     if self.total_steps <= 0:
       raise ValueError(f"Training has {self.total_steps} steps; set "
                        "config.total_steps (or _epochs/_examples) above 0.")
-    self.model = _build_model(config.model_name, config.model)
+    self.model = build_model(config.model_name, config.model)
     self.loss_fn = _build_loss(config.loss, config.loss_kw, self.mesh)
     self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
     self.ckpt = ckpt_lib.Checkpointer(
@@ -216,11 +217,29 @@ class _Setup:
         cache_raw=self.config.input.cache_raw,
         prefetch=self.config.input.prefetch)
 
-  def abstract_state(self, element_spec):
+  def example_inputs(self):
+    """One example of each model input (batch of 1), for initialisation."""
+    spec = self.train_dataset(start_step=0).element_spec
+    missing = [k for k in self.config.model_inputs if k not in spec]
+    if missing:
+      raise KeyError(f"config.model_inputs {missing} are not in the batch "
+                     f"(keys {sorted(spec)}); check config.input.pp.")
+    shapes = {k: spec[k].shape[1:] for k in self.config.model_inputs}
+    if not all(s.is_fully_defined() for s in shapes.values()):
+      # Shapes known only at run time: preprocess one (unshuffled) batch.
+      ds = input_pipeline.make_train_dataset(
+          self.source, self.split, pp=self.pp_fn,
+          global_batch_size=self.batch_size, seed=self.config.seed,
+          process_index=jax.process_index(),
+          process_count=jax.process_count(), shuffle_buffer_size=1)
+      batch = next(ds.take(1).as_numpy_iterator())
+      shapes = {k: batch[k].shape[1:] for k in self.config.model_inputs}
+    return [jnp.zeros((1, *shapes[k]), spec[k].dtype.as_numpy_dtype)
+            for k in self.config.model_inputs]
+
+  def abstract_state(self):
     """Shapes and shardings of the train state, and the optimizer."""
-    inputs = [jnp.zeros((1, *element_spec[k].shape[1:]),
-                        element_spec[k].dtype.as_numpy_dtype)
-              for k in self.config.model_inputs]
+    inputs = self.example_inputs()
 
     def init_params(rng):
       return self.model.init({"params": rng, "dropout": rng}, *inputs,
@@ -298,9 +317,7 @@ def train_and_evaluate(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   setup = _Setup(config, workdir)
   total = setup.total_steps
-  ds = setup.train_dataset(start_step=0)
-  abstract, shardings, init, tx, sched_fn = setup.abstract_state(
-      ds.element_spec)
+  abstract, shardings, init, tx, sched_fn = setup.abstract_state()
   with setup.mesh:
     state = _initial_state(setup, abstract, shardings, init)
   start = int(jax.device_get(state["step"]))
@@ -314,7 +331,8 @@ def train_and_evaluate(config, workdir):
   evals = evaluators.build_evaluators(
       config.evals, make_predict_fns(setup.model, config.model_inputs),
       mesh=setup.mesh, batch_size=setup.batch_size, total_steps=total,
-      data_size=setup.data_size, default_log_steps=config.log_eval_steps)
+      data_size=setup.data_size, default_log_steps=config.log_eval_steps,
+      workdir=workdir)
   writer = metrics_lib.MetricWriter(workdir, total_steps=total,
                                     is_main=jax.process_index() == 0)
   results = {}

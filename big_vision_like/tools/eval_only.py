@@ -25,21 +25,8 @@ from big_vision_like import config as config_lib
 from big_vision_like import sharding
 from big_vision_like import train
 from big_vision_like.evaluators import common as evaluators
-from big_vision_like.registry import MODELS
 
 RESULTS_FILE = "eval_only.jsonl"
-
-
-def build_model(config):
-  """The config's model (what `train._build_model` does, with its checks)."""
-  factory = MODELS.get(config.model_name)
-  kwargs = dict(config.model)
-  config_lib.check_kwargs(factory, kwargs, "config.model")
-  try:
-    return factory(**kwargs)
-  except TypeError as e:  # Factories passing **kw on to a module.
-    raise KeyError(f"config.model (model_name={config.model_name!r}): "
-                   f"{e}") from None
 
 
 def load_state(workdir, params_path, config, mesh):
@@ -82,7 +69,7 @@ def evaluate(config, workdir, params_path=None):
   """
   config = config_lib.check_and_fill(config, train.DEFAULTS)
   mesh = sharding.make_mesh(config.mesh)
-  model = build_model(config)
+  model = train.build_model(config.model_name, config.model)
   with mesh:
     state = load_state(workdir, params_path, config, mesh)
   step = int(state["step"])
