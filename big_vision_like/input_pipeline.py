@@ -154,7 +154,8 @@ def num_train_examples(source, split=None):
 
 
 def _example_stream(source, split, *, shuffle_key, start, process_index,
-                    process_count, shuffle_buffer_size, cache_raw):
+                    process_count, shuffle_buffer_size, cache_raw,
+                    pp_cached=None):
   """This process's endless stream of raw examples, from position `start`.
 
   Returns:
@@ -170,11 +171,14 @@ def _example_stream(source, split, *, shuffle_key, start, process_index,
   kw = dict(process_index=process_index, process_count=process_count,
             drop_remainder=True)
   load = None
-  if hasattr(source, "get_records") and not cache_raw:
+  if hasattr(source, "get_records") and not (cache_raw or pp_cached):
     raw, load = source.get_records(split, **kw), source.load
   else:
     raw = source.get_tfdata(split, **kw)
-    if cache_raw:
+    if pp_cached:  # Deterministic: the same values in every epoch.
+      raw = raw.map(_as_pp_fn(pp_cached), num_parallel_calls=AUTOTUNE,
+                    deterministic=True)
+    if cache_raw or pp_cached:
       raw = raw.cache()
 
   def epoch(e):
@@ -201,7 +205,8 @@ def _seeded_pp(pp_fn, load, key):
 def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
                        process_index, process_count, start_step=0,
                        shuffle_buffer_size=10_000, cache_raw=False,
-                       prefetch=2, num_parallel_calls=AUTOTUNE):
+                       pp_cached=None, prefetch=2,
+                       num_parallel_calls=AUTOTUNE):
   """Returns this process's endless stream of preprocessed training batches.
 
   Args:
@@ -220,6 +225,9 @@ def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
     start_step: number of batches already consumed (to resume).
     shuffle_buffer_size: shuffle buffer (>= share size: a full shuffle).
     cache_raw: keep the raw (undecoded) examples in memory.
+    pp_cached: a deterministic pp (string or function) applied once per
+      example and cached in memory, before `pp` runs in every epoch (e.g.
+      decoding and tokenising all captions); single sources only.
     prefetch: batches to prefetch.
     num_parallel_calls: parallelism of the pp map.
 
@@ -235,12 +243,16 @@ def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
     if split is not None:
       raise ValueError("A mixture names its splits in its components; "
                        f"got split={split!r} too.")
+    if pp_cached:
+      raise ValueError("pp_cached is for single sources; give mixture "
+                       "components their own `pp`.")
     ds = _mixture_stream(as_components(source), seed=seed, start=offset,
                          num_parallel_calls=num_parallel_calls, **kw)
     load = None
   else:
     ds, load = _example_stream(_as_source(source), split, start=offset,
-                               shuffle_key=_derive(seed, _SHUFFLE_TAG), **kw)
+                               shuffle_key=_derive(seed, _SHUFFLE_TAG),
+                               pp_cached=pp_cached, **kw)
   ds = ds.enumerate(start=offset)
   example_key = _derive(_derive(seed, _EXAMPLE_TAG), process_index)
   ds = ds.map(_seeded_pp(_as_pp_fn(pp), load, example_key),

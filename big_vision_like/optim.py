@@ -400,6 +400,17 @@ class _Rules:
         lambda n, _: "train" if self.group(n) is not None else "frozen", tree)
 
 
+def frozen_mask(config, params):
+  """A tree of bools: True for params frozen by a None schedule (locked).
+
+  The trainer stops their gradients, so none is computed for them (e.g. the
+  locked image tower of LiT), on top of their zero update and absent
+  optimizer state.
+  """
+  rules = _Rules(config, _schedule_groups(_get(config, "schedule")))
+  return tree_map_with_names(lambda n, _: rules.group(n) is None, params)
+
+
 def make_optimizer(config, params, *, total_steps, batch_size,
                    data_size=None):
   """Builds the optax transformation described by `config`.

@@ -53,11 +53,14 @@ DEFAULTS = {
         "pp": REQUIRED,
         "shuffle_buffer_size": 10_000,
         "cache_raw": False,
+        "pp_cached": "",  # Deterministic pp run once and cached, before pp.
         "prefetch": 2,
     },
     "model_name": REQUIRED,
     "model": OPEN,
-    "model_init": None,  # A `load_params` path to start from, e.g. "x.npz:img".
+    # A `load_params` path to start from (e.g. "x.npz"), or a dict of them
+    # per top-level subtree (e.g. {"img": "vit.npz"}: LiT).
+    "model_init": None,
     "model_load": OPEN,  # `models.common.load_into` kwargs, e.g. dont_load.
     "model_inputs": ("image",),  # Batch keys fed to `model.apply`, in order.
     "loss": "softmax_xent",
@@ -82,7 +85,7 @@ def _log(msg):
 
 
 def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
-                    mixup=None, cutmix=None):
+                    mixup=None, cutmix=None, frozen=None):
   """The pure train step: (state, batch) -> (new state, metrics).
 
   Args:
@@ -94,6 +97,8 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
     seed: the run's seed; the step's RNG is derived from it and the step.
     mixup: None or `device_ops.mixup` kwargs, applied to the global batch.
     cutmix: None or `device_ops.cutmix` kwargs.
+    frozen: None or a tree of bools like the params: no gradient is computed
+      for the True ones (locked towers).
   """
   for name, kwargs in (("mixup", mixup), ("cutmix", cutmix)):
     if kwargs is not None:
@@ -109,6 +114,9 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
     batch = device_ops.apply_mix(rng_mix, batch, mixup=mixup, cutmix=cutmix)
 
     def objective(params):
+      if frozen is not None:
+        params = jax.tree.map(
+            lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
       inputs = [batch[k] for k in model_inputs]
       outputs = model.apply({"params": params}, *inputs, train=True,
                             rngs={"dropout": rng})
@@ -215,6 +223,7 @@ class _Setup:
         process_count=jax.process_count(), start_step=start_step,
         shuffle_buffer_size=self.config.input.shuffle_buffer_size,
         cache_raw=self.config.input.cache_raw,
+        pp_cached=self.config.input.pp_cached or None,
         prefetch=self.config.input.prefetch)
 
   def example_inputs(self):
@@ -231,7 +240,8 @@ class _Setup:
           self.source, self.split, pp=self.pp_fn,
           global_batch_size=self.batch_size, seed=self.config.seed,
           process_index=jax.process_index(),
-          process_count=jax.process_count(), shuffle_buffer_size=1)
+          process_count=jax.process_count(), shuffle_buffer_size=1,
+          pp_cached=self.config.input.pp_cached or None)
       batch = next(ds.take(1).as_numpy_iterator())
       shapes = {k: batch[k].shape[1:] for k in self.config.model_inputs}
     return [jnp.zeros((1, *shapes[k]), spec[k].dtype.as_numpy_dtype)
@@ -256,6 +266,7 @@ class _Setup:
                                          self.mesh)
     init = jax.jit(lambda rng: make_state(init_params(rng)),
                    out_shardings=shardings)
+    self.frozen = optim.frozen_mask(self.config, params)
     return abstract, shardings, init, tx, sched_fns[0][1]
 
 
@@ -275,15 +286,32 @@ def _initial_state(setup, abstract, shardings, init):
     return state
   state = init(jax.random.key(setup.config.seed))
   if setup.config.model_init:
-    config_lib.check_kwargs(models_common.load_into, setup.config.model_load,
-                            "config.model_load",
-                            skip=("init_params", "path_or_tree"))
-    params = models_common.load_into(
-        jax.device_get(state["params"]), setup.config.model_init,
-        **{"model": setup.config.model_name, **setup.config.model_load})
+    params = _load_init(setup.config, jax.device_get(state["params"]))
     state["params"] = jax.device_put(params, shardings["params"])
-    _log(f"Loaded params from {setup.config.model_init}.")
   return state
+
+
+def _load_init(config, params):
+  """`params` with `config.model_init` loaded into them (or their subtrees)."""
+  config_lib.check_kwargs(models_common.load_into, config.model_load,
+                          "config.model_load",
+                          skip=("init_params", "path_or_tree"))
+  inits = config.model_init
+  if isinstance(inits, str):
+    inits = {None: inits}
+    load_kw = {"model": config.model_name, **config.model_load}
+  else:
+    load_kw = dict(config.model_load)
+  params = dict(params)
+  for key, path in dict(inits).items():
+    if key is not None and key not in params:
+      raise KeyError(f"config.model_init has {key!r}, but the model's params "
+                     f"have {sorted(params)}.")
+    sub = params if key is None else params[key]
+    sub = models_common.load_into(sub, path, **load_kw)
+    params = sub if key is None else {**params, key: sub}
+    _log(f"Loaded {'params' if key is None else key} from {path}.")
+  return params
 
 
 class _LossWatch:
@@ -318,13 +346,13 @@ def train_and_evaluate(config, workdir):
   setup = _Setup(config, workdir)
   total = setup.total_steps
   abstract, shardings, init, tx, sched_fn = setup.abstract_state()
-  with setup.mesh:
-    state = _initial_state(setup, abstract, shardings, init)
+  state = _initial_state(setup, abstract, shardings, init)
   start = int(jax.device_get(state["step"]))
   step_fn = jax.jit(
       make_train_step(setup.model, setup.loss_fn, tx, sched_fn,
                       model_inputs=config.model_inputs, seed=config.seed,
-                      mixup=config.mixup, cutmix=config.cutmix),
+                      mixup=config.mixup, cutmix=config.cutmix,
+                      frozen=setup.frozen),
       in_shardings=(shardings, setup.batch_sharding),
       out_shardings=(shardings, sharding.replicated(setup.mesh)),
       donate_argnums=0)
@@ -364,12 +392,13 @@ def _train_loop(setup, state, step_fn, ds, evals, writer, start):
       compile_sec = time.perf_counter() - t0
       writer.write(step, {"compile_sec": compile_sec})
       _log(f"Compiled the train step in {compile_sec:.1f}s.")
-    with setup.mesh:
-      state, metrics = step_fn(state, batch)
+    state, metrics = step_fn(state, batch)
     watch.add(step, metrics["loss"])
+    log_now = step % config.log_training_steps == 0 or step == total
+    if log_now or step == start + 1:
+      watch.check()  # Waits for the step, so that its tick is exact.
     progress.tick(step)
-    if step % config.log_training_steps == 0 or step == total:
-      watch.check()
+    if log_now:
       measured = {f"train/{k}": float(v)
                   for k, v in jax.device_get(metrics).items()}
       measured.update(progress.measure())

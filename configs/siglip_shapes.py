@@ -33,13 +33,16 @@ def get_config(arg=None):
   c.seed = 0
   c.total_steps = 6 if arg.short else arg.steps
 
+  # Decoding and tokenising every caption is deterministic: done once and
+  # cached; each step only picks one caption per image.
   c.input = dict(
       data=dict(name="bvl_shapes", split="train"),
       batch_size=32 if arg.short else 256,
       shuffle_buffer_size=20_000,
-      cache_raw=True,
-      pp=(f'{PP_IMAGE}|choice(inkey="texts", outkey="text")|'
-          f'{TOKENIZE.format(inkey="text")}|keep("image", "labels")'),
+      pp_cached=('decode|' + TOKENIZE.format(inkey="texts").replace(
+          '"labels"', '"captions"') + '|keep("image", "captions")'),
+      pp=('value_range(-1, 1)|choice(inkey="captions", outkey="labels")|'
+          'keep("image", "labels")'),
   )
 
   c.model_name = "two_towers"

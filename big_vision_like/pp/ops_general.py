@@ -95,3 +95,24 @@ def get_cast(dtype="float32"):
   """Casts to `dtype` (a tf dtype name)."""
   dtype = tf.dtypes.as_dtype(dtype)
   return lambda x: tf.cast(x, dtype)
+
+
+@PP_OPS.register("flatten")
+def get_flatten():
+  """Flattens nested feature dicts into `/`-joined keys (big_vision's op).
+
+  E.g. TFDS coco_captions' `{"captions": {"text": ...}}` becomes
+  `{"captions/text": ...}`, which other ops can then read by key.
+  """
+
+  def _flatten(data):
+    out = {}
+    for key, value in data.items():
+      if isinstance(value, dict):
+        for sub, v in _flatten(value).items():
+          out[f"{key}/{sub}"] = v
+      else:
+        out[key] = value
+    return out
+
+  return _flatten

@@ -140,3 +140,16 @@ def test_configs(config, res, train):
   cfg = {c.name: c for c in shapes.BvlShapes.BUILDER_CONFIGS}[config]
   assert (cfg.res, cfg.num_train, cfg.num_validation) == (res, train, 1000)
   assert shapes.BvlShapes.DEFAULT_BUILDER_CONFIG_NAME == "32px"
+
+
+def test_captions_are_a_function_of_the_attributes():
+  by_attributes = {}
+  for index in range(300):
+    ex = shapes.make_example(0, "train", index, 32)
+    key = (ex["colour"], ex["shape"], ex["size"], ex["position"])
+    by_attributes.setdefault(key, []).append(tuple(ex["texts"]))
+    first = ex["texts"][0]
+    assert shapes.SIZES[ex["size"]] in first
+    assert shapes.POSITION_PHRASES[ex["position"]] in first
+  repeated = [v for v in by_attributes.values() if len(v) > 1]
+  assert repeated and all(len(set(v)) == 1 for v in repeated)

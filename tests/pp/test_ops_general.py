@@ -69,3 +69,15 @@ def test_general_ops_work_in_tf_data():
   assert set(out[0]) == {"labels", "id", "key", "w"}
   np.testing.assert_array_equal(out[0]["labels"], [0, 0, 1])
   assert out[1]["key"] == 8 and out[1]["w"] == 1.0
+
+
+def test_flatten_nested_features_eagerly_and_in_tf_data():
+  data = {"image": tf.zeros([2]), "captions": {"text": tf.constant(["a", "b"]),
+                                               "id": {"x": tf.constant(3)}}}
+  fn = builder.get_preprocess_fn("flatten")
+  out = fn(data)
+  assert sorted(out) == ["captions/id/x", "captions/text", "image"]
+  ds = tf.data.Dataset.from_tensors(data).map(fn)
+  got = next(iter(ds))
+  assert got["captions/text"].numpy().tolist() == [b"a", b"b"]
+  assert int(got["captions/id/x"]) == 3
