@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= workdirs/demo_vit_digits
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo test install benchmark clean
+.PHONY: demo demo-siglip test install benchmark clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m big_vision_like.train --config configs/vit_digits.py \
 	    --workdir $(DEMO_WORKDIR)
+
+demo-siglip: $(STAMP)
+	$(PY) -m big_vision_like.train --config configs/siglip_shapes.py \
+	    --workdir workdirs/demo_siglip_shapes
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15

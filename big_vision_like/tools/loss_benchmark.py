@@ -23,7 +23,7 @@ from big_vision_like.losses import contrastive
 
 _BATCH = flags.DEFINE_integer("batch", 32768, "Global batch size.")
 _DIM = flags.DEFINE_integer("dim", 512, "Embedding dimension.")
-_STEPS = flags.DEFINE_integer("steps", 2, "Timed steps after a warm-up.")
+_STEPS = flags.DEFINE_integer("timed_steps", 2, "Timed steps after a warm-up.")
 
 IMPLEMENTATIONS = (("sigmoid", "chunked"), ("sigmoid", "all_gather"),
                    ("softmax", "all_gather"))
