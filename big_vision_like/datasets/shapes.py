@@ -8,7 +8,7 @@ noisy grey background. Shapes are drawn with numpy at 4x4 supersampling
 templates ("a red circle", "a photo of a large blue square in the top left",
 ...); every caption names the colour and the shape, the size and the position
 phrases are each dropped at random, except in the first caption, which names
-all four attributes. The captions are a function of the attributes alone, so
+all four attributes, and the second, which names colour and shape only. The captions are a function of the attributes alone, so
 images with the same attributes have the same captions (retrieval can then
 count identical caption strings as one candidate, and a correct caption
 retrieved from a look-alike image is correct). Examples come from a fixed
@@ -126,14 +126,16 @@ def caption(template, colour, shape, size, position, with_size, with_pos):
 def sample_captions(rng, colour, shape, size, position, n=NUM_TEXTS):
   """`n` captions from distinct templates; size/position kept with p=0.5.
 
-  The first caption always keeps both.
+  The first caption always keeps both, the second drops both (so every
+  attribute set has a caption of the plain "colour shape" form, like the
+  zero-shot prompts).
   """
   templates = rng.choice(len(CAPTION_TEMPLATES), size=n, replace=False)
   with_pos = [i for i, t in enumerate(templates)
               if "{pos}" in CAPTION_TEMPLATES[t]]
   templates[[0, with_pos[0]]] = templates[[with_pos[0], 0]]
   drops = rng.random((n, 2)) < 0.5
-  drops[0] = False
+  drops[0], drops[1] = False, True
   return [caption(int(t), colour, shape, size, position, not ds, not dp)
           for t, (ds, dp) in zip(templates, drops)]
 
@@ -231,11 +233,12 @@ def make_example(seed, split, index, res):
 class BvlShapes(tfds.core.GeneratorBasedBuilder):
   """Coloured shapes on a noisy background, with captions (offline)."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",
       "1.1.0": "Captions depend on the attributes only; the first caption "
                "names all four attributes.",
+      "1.2.0": "The second caption names colour and shape only.",
   }
   BUILDER_CONFIGS = [
       BvlShapesConfig(name="32px", description="32x32, 20k/1k/1k examples.",

@@ -151,5 +151,8 @@ def test_captions_are_a_function_of_the_attributes():
     first = ex["texts"][0]
     assert shapes.SIZES[ex["size"]] in first
     assert shapes.POSITION_PHRASES[ex["position"]] in first
+    second = ex["texts"][1]
+    assert shapes.SIZES[ex["size"]] not in second.split()
+    assert shapes.POSITION_PHRASES[ex["position"]] not in second
   repeated = [v for v in by_attributes.values() if len(v) > 1]
   assert repeated and all(len(set(v)) == 1 for v in repeated)
