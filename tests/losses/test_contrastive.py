@@ -12,9 +12,9 @@ from big_vision_like.registry import LOSSES
 N, D = 16, 8
 
 
-def _embeddings(seed=0):
+def _embeddings(seed=0, n=N):
   rng = np.random.default_rng(seed)
-  z = rng.normal(size=(2, N, D))
+  z = rng.normal(size=(2, n, D))
   z /= np.linalg.norm(z, axis=-1, keepdims=True)
   # Make the pairs related, so the loss is not at chance.
   z[1] = 0.6 * z[1] + 0.8 * z[0]
@@ -27,9 +27,10 @@ def _np_log_sigmoid(x):
 
 
 def _np_sigmoid_loss(zimg, ztxt, t, b):
+  n = len(zimg)
   logits = t * zimg.astype(np.float64) @ ztxt.T + b
-  labels = 2 * np.eye(N) - 1
-  return -_np_log_sigmoid(labels * logits).sum() / N
+  labels = 2 * np.eye(n) - 1
+  return -_np_log_sigmoid(labels * logits).sum() / n
 
 
 def _np_log_softmax(x):
@@ -38,11 +39,12 @@ def _np_log_softmax(x):
 
 
 def _np_softmax_loss(zimg, ztxt, t, ls=0.0):
+  n = len(zimg)
   logits = t * zimg.astype(np.float64) @ ztxt.T
-  target = np.eye(N) * (1 - ls) + ls / N
+  target = np.eye(n) * (1 - ls) + ls / n
   i2t = -(target * _np_log_softmax(logits)).sum()
   t2i = -(target * _np_log_softmax(logits.T)).sum()
-  return (i2t + t2i) / (2 * N)
+  return (i2t + t2i) / (2 * n)
 
 
 MESHES = {"data8": [("data", -1)], "data4_fsdp2": [("data", 4), ("fsdp", 2)]}
@@ -76,27 +78,31 @@ def test_softmax_global_matches_numpy(ls):
       _np_softmax_loss(zimg, ztxt, 5.0, ls), rtol=1e-5)
 
 
+@pytest.mark.parametrize("n,t,b", [(16, 10.0, -10.0), (64, 10.0, -10.0),
+                                   (64, 3.7, 1.3)])
 @pytest.mark.parametrize("mesh_name", sorted(MESHES))
 @pytest.mark.parametrize("implementation", ["all_gather", "chunked"])
-def test_sharded_sigmoid_values_and_gradients(mesh_name, implementation):
+def test_sharded_sigmoid_values_and_gradients(mesh_name, implementation, n,
+                                              t, b):
   mesh = sharding.make_mesh(MESHES[mesh_name])
-  zimg, ztxt = _embeddings(1)
-  args = (*_put(mesh, zimg, ztxt), jnp.array([10.0]), jnp.array([-10.0]))
+  zimg, ztxt = _embeddings(1, n)
+  args = (*_put(mesh, zimg, ztxt), jnp.array([t]), jnp.array([b]))
   ref = jax.value_and_grad(_sigmoid_fn("global", None), argnums=(0, 1, 2, 3))
   got = jax.jit(jax.value_and_grad(_sigmoid_fn(implementation, mesh),
                                    argnums=(0, 1, 2, 3)))
   (v_ref, g_ref), (v, g) = ref(zimg, ztxt, *args[2:]), got(*args)
-  np.testing.assert_allclose(v, _np_sigmoid_loss(zimg, ztxt, 10.0, -10.0),
+  np.testing.assert_allclose(v, _np_sigmoid_loss(zimg, ztxt, t, b),
                              rtol=1e-5)
   np.testing.assert_allclose(v, v_ref, rtol=1e-5)
   for a, r in zip(g, g_ref):
     np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [16, 64])
 @pytest.mark.parametrize("ls", [0.0, 0.1])
-def test_sharded_softmax_values_and_gradients(ls):
+def test_sharded_softmax_values_and_gradients(ls, n):
   mesh = sharding.make_mesh(MESHES["data4_fsdp2"])
-  zimg, ztxt = _embeddings(2)
+  zimg, ztxt = _embeddings(2, n)
 
   def loss(implementation, m):
     return lambda zi, zt, t: contrastive.softmax_loss(
