@@ -276,6 +276,24 @@ class Gatherer:
     return {k: v[mask] for k, v in local.items()}
 
 
+class LabelledFeatures:
+  """Frozen features (float32 [N, D]) and integer labels [N] of a split.
+
+  What the few-shot, kNN and linear-probe evaluators classify.
+  """
+
+  def __init__(self, predict_fn, mesh, *, representation, label_key, inputs):
+    self._label_key = label_key
+    self._gather = Gatherer(select_fn(
+        predict_fn, {"x": representation}, inputs=inputs,
+        keep=(label_key,)), mesh)
+
+  def __call__(self, train_state, data):
+    out = self._gather(train_state, data)
+    return (out["x"].astype(np.float32),
+            int_labels(out[self._label_key]))
+
+
 def int_labels(labels):
   """Integer class ids from ids [N] or one-hot / multi-hot rows [N, C]."""
   labels = np.asarray(labels)

@@ -110,14 +110,9 @@ class Evaluator:
           for split in (train_split, test_split))
     self.shots, self.seeds = tuple(shots), tuple(seeds)
     self.l2_reg, self.num_classes = l2_reg, num_classes
-    self._gather = common.Gatherer(common.select_fn(
-        predict_fn, {"x": representation}, inputs=inputs,
-        keep=(label_key,)), mesh)
-    self._label_key = label_key
-
-  def _features(self, train_state, data):
-    out = self._gather(train_state, data)
-    return out["x"], common.int_labels(out[self._label_key])
+    self._features = common.LabelledFeatures(
+        predict_fn, mesh, representation=representation,
+        label_key=label_key, inputs=inputs)
 
   def dataset_accuracies(self, train_state, name):
     """{shots: accuracy averaged over seeds} on dataset `name`."""

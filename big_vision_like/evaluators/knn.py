@@ -88,15 +88,9 @@ class Evaluator:
     self.memory = common.EvalData(memory, pp, batch_size, mesh, cache=cache)
     self.ks = (k,) if isinstance(k, int) else tuple(k)
     self.temperature, self.num_classes = temperature, num_classes
-    self._label_key = label_key
-    self._gather = common.Gatherer(common.select_fn(
-        predict_fn, {"x": representation}, inputs=inputs,
-        keep=(label_key,)), mesh)
-
-  def _features(self, train_state, data):
-    out = self._gather(train_state, data)
-    return out["x"].astype(np.float32), common.int_labels(
-        out[self._label_key])
+    self._features = common.LabelledFeatures(
+        predict_fn, mesh, representation=representation,
+        label_key=label_key, inputs=inputs)
 
   def run(self, train_state):
     """Yields `prec@1_k<k>` for each k."""

@@ -174,15 +174,9 @@ class Evaluator:
                    for k, d in splits.items() if d is not None}
     self.val_fraction, self.l2_grid = val_fraction, tuple(l2_grid)
     self.steps, self.solver, self.num_classes = steps, solver, num_classes
-    self._label_key = label_key
-    self._gather = common.Gatherer(common.select_fn(
-        predict_fn, {"x": representation}, inputs=inputs,
-        keep=(label_key,)), mesh)
-
-  def _features(self, train_state, data):
-    out = self._gather(train_state, data)
-    return out["x"].astype(np.float32), common.int_labels(
-        out[self._label_key])
+    self._features = common.LabelledFeatures(
+        predict_fn, mesh, representation=representation,
+        label_key=label_key, inputs=inputs)
 
   def run(self, train_state):
     """Yields `prec@1` (test), `val_prec@1` and the chosen `l2`."""

@@ -8,3 +8,5 @@ from big_vision_like.pp import ops_general  # noqa: F401  (registers ops)
 from big_vision_like.pp import ops_image  # noqa: F401  (registers ops)
 from big_vision_like.pp import ops_text  # noqa: F401  (registers ops)
 from big_vision_like.pp.builder import get_preprocess_fn
+
+__all__ = ["get_preprocess_fn"]
