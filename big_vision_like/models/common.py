@@ -5,6 +5,7 @@ import math
 import os
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +72,16 @@ def resample_posemb(old, new_hw):
   grid = jnp.reshape(grid, (1, h2 * w2, d)).astype(old.dtype)
   new = jnp.concatenate([jnp.asarray(head), grid], axis=1)
   return np.asarray(new) if isinstance(old, np.ndarray) else new
+
+
+def head(num_classes, zeroinit):
+  """The classifier/projection `head` Dense of big_vision's models.
+
+  Call inside a module's compact method; `zeroinit` zero-initialises the
+  kernel (classifiers start at uniform predictions).
+  """
+  init = nn.initializers.zeros if zeroinit else nn.linear.default_kernel_init
+  return nn.Dense(num_classes, name="head", kernel_init=init)
 
 
 def dot_product_attention(query, key, value, bias=None, mask=None, *,

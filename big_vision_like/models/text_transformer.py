@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_like.models import common
 from big_vision_like.models import vit
 from big_vision_like.registry import MODELS
 
@@ -128,10 +129,8 @@ class _Model(nn.Module):
 
     x = out["pre_logits"] = self._pool(x, valid)  # [B, D]
     if self.num_classes:
-      init = (nn.initializers.zeros if self.head_zeroinit
-              else nn.linear.default_kernel_init)
-      x = out["logits"] = nn.Dense(self.num_classes, name="head",
-                                   kernel_init=init)(x)  # [B, num_classes]
+      x = out["logits"] = common.head(self.num_classes, self.head_zeroinit)(
+          x)  # [B, num_classes]
     return x, out
 
 

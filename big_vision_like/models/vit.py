@@ -294,10 +294,8 @@ class _Model(nn.Module):
     out["pre_logits"] = x
 
     if self.num_classes:
-      init = (nn.initializers.zeros if self.head_zeroinit
-              else nn.linear.default_kernel_init)
-      x = out["logits"] = nn.Dense(self.num_classes, name="head",
-                                   kernel_init=init)(x)  # [B, classes]
+      x = out["logits"] = common.head(self.num_classes, self.head_zeroinit)(
+          x)  # [B, num_classes]
     return x, out
 
 
