@@ -11,8 +11,6 @@ Pass `--distributed` to call `jax.distributed.initialize` (multi-host); it is
 never called otherwise.
 """
 
-import functools
-import inspect
 import os
 import time
 
@@ -22,7 +20,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
-import optax
 
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
@@ -30,13 +27,11 @@ from big_vision_like import input_pipeline
 from big_vision_like import metrics as metrics_lib
 from big_vision_like import optim
 from big_vision_like import sharding
+from big_vision_like import step as step_lib
 from big_vision_like.datasets import core as datasets_core
 from big_vision_like.evaluators import common as evaluators
 from big_vision_like.models import common as models_common
 from big_vision_like.pp import builder as pp_builder
-from big_vision_like.pp import device_ops
-from big_vision_like.registry import LOSSES
-from big_vision_like.registry import MODELS
 
 REQUIRED, OPEN = config_lib.REQUIRED, config_lib.OPEN
 
@@ -84,95 +79,6 @@ def _log(msg):
     print(msg, flush=True)
 
 
-def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
-                    mixup=None, cutmix=None, frozen=None):
-  """The pure train step: (state, batch) -> (new state, metrics).
-
-  Args:
-    model: a flax module; `model.apply` returns the outputs `loss_fn` takes.
-    loss_fn: `fn(outputs, batch) -> (scalar loss, metrics dict)`.
-    tx: the optax transformation.
-    sched_fn: step -> learning rate, logged as `lr`.
-    model_inputs: batch keys fed to the model, in order.
-    seed: the run's seed; the step's RNG is derived from it and the step.
-    mixup: None or `device_ops.mixup` kwargs, applied to the global batch.
-    cutmix: None or `device_ops.cutmix` kwargs.
-    frozen: None or a tree of bools like the params: no gradient is computed
-      for the True ones (locked towers).
-  """
-  for name, kwargs in (("mixup", mixup), ("cutmix", cutmix)):
-    if kwargs is not None:
-      try:
-        device_ops.check_kwargs(name, kwargs)
-      except ValueError as e:
-        raise ValueError(f"config.{name}: {e}") from None
-
-  def train_step(state, batch):
-    step = state["step"]
-    rng, rng_mix = jax.random.split(
-        jax.random.fold_in(jax.random.key(seed), step))
-    batch = device_ops.apply_mix(rng_mix, batch, mixup=mixup, cutmix=cutmix)
-
-    def objective(params):
-      if frozen is not None:
-        params = jax.tree.map(
-            lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
-      inputs = [batch[k] for k in model_inputs]
-      outputs = model.apply({"params": params}, *inputs, train=True,
-                            rngs={"dropout": rng})
-      return loss_fn(outputs, batch)
-
-    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
-        state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    metrics = {"loss": loss, "lr": sched_fn(step),
-               "l2_grads": optax.global_norm(grads),
-               "l2_params": optax.global_norm(params), **aux}
-    return {"params": params, "opt": opt, "step": step + 1}, metrics
-
-  return train_step
-
-
-def make_predict_fns(model, model_inputs):
-  """The functions evaluators choose from by name (`config.evals.x.pred`).
-
-  `predict(train_state, batch)` applies the model to the batch's
-  `model_inputs`; a key missing from the batch is passed as None, so an
-  evaluator embeds images alone with `{"image": ...}` (a two-tower model then
-  returns `(zimg, None, aux)`) or texts alone.
-  """
-
-  def predict(train_state, batch):
-    inputs = [batch.get(k) for k in model_inputs]
-    return model.apply({"params": train_state["params"]}, *inputs,
-                       train=False)
-
-  return {"predict": predict}
-
-
-def build_model(name, kwargs):
-  """The registered model `name` built from `config.model` kwargs."""
-  factory = MODELS.get(name)
-  config_lib.check_kwargs(factory, kwargs, "config.model")
-  try:
-    return factory(**kwargs)
-  except TypeError as e:  # Factories passing **kw on to a module.
-    raise KeyError(f"config.model (model_name={name!r}): {e}") from None
-
-
-def _build_loss(name, kwargs, mesh):
-  """The objective `fn(outputs, batch) -> (loss, metrics)`; gets the mesh."""
-  loss = LOSSES.get(name)
-  config_lib.check_kwargs(loss, kwargs, "config.loss_kw",
-                          skip=("outputs", "batch", "mesh"))
-  if "mesh" in kwargs:
-    raise KeyError("config.loss_kw.mesh is set by the trainer.")
-  if "mesh" in inspect.signature(loss).parameters:
-    kwargs = {**kwargs, "mesh": mesh}  # E.g. contrastive losses.
-  return functools.partial(loss, **kwargs)
-
-
 def _train_source(input_config):
   """(source, split) of `config.input`: one dataset, or a mixture and None."""
   data, mixture = dict(input_config.data), input_config.mixture
@@ -208,8 +114,8 @@ class _Setup:
     if self.total_steps <= 0:
       raise ValueError(f"Training has {self.total_steps} steps; set "
                        "config.total_steps (or _epochs/_examples) above 0.")
-    self.model = build_model(config.model_name, config.model)
-    self.loss_fn = _build_loss(config.loss, config.loss_kw, self.mesh)
+    self.model = step_lib.build_model(config.model_name, config.model)
+    self.loss_fn = step_lib.build_loss(config.loss, config.loss_kw, self.mesh)
     self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
     self.ckpt = ckpt_lib.Checkpointer(
         workdir, keep_last=config.keep_ckpt,
@@ -349,15 +255,15 @@ def train_and_evaluate(config, workdir):
   state = _initial_state(setup, abstract, shardings, init)
   start = int(jax.device_get(state["step"]))
   step_fn = jax.jit(
-      make_train_step(setup.model, setup.loss_fn, tx, sched_fn,
-                      model_inputs=config.model_inputs, seed=config.seed,
-                      mixup=config.mixup, cutmix=config.cutmix,
-                      frozen=setup.frozen),
+      step_lib.make_train_step(
+          setup.model, setup.loss_fn, tx, sched_fn,
+          model_inputs=config.model_inputs, seed=config.seed,
+          mixup=config.mixup, cutmix=config.cutmix, frozen=setup.frozen),
       in_shardings=(shardings, setup.batch_sharding),
       out_shardings=(shardings, sharding.replicated(setup.mesh)),
       donate_argnums=0)
   evals = evaluators.build_evaluators(
-      config.evals, make_predict_fns(setup.model, config.model_inputs),
+      config.evals, step_lib.make_predict_fns(setup.model, config.model_inputs),
       mesh=setup.mesh, batch_size=setup.batch_size, total_steps=total,
       data_size=setup.data_size, default_log_steps=config.log_eval_steps,
       workdir=workdir)

@@ -1,12 +1,16 @@
-r"""Train-step throughput and FLOP utilisation of a model, on this machine.
+r"""Train-step throughput and FLOP utilisation of models, on this machine.
 
-  python -m big_vision_like.tools.benchmark --variant S/16 --res 224 \
+  python -m big_vision_like.tools.benchmark --models vit:S/16 --res 224 \
       --batch_size 8,16,32 --steps 5
+  # ViT-B/16 next to NFNet-F0 (forward + backward + update):
+  python -m big_vision_like.tools.benchmark --models vit:B/16,nfnet:F0 \
+      --batch_size 8
 
-Prints, for each batch size, examples/s, the step time, the step's FLOPs (XLA
-cost analysis) and the utilisation = FLOPs / step time / the measured peak of
-a large float32 matmul on the same devices. The step is the trainer's own
-`make_train_step` (ViT, softmax cross-entropy, AdamW), on constant data.
+Prints, for each model and batch size, examples/s, the step time, the step's
+FLOPs (XLA cost analysis) and the utilisation = FLOPs / step time / the
+measured peak of a large matmul in the matmul dtype on the same devices. The
+step is the trainer's own `make_train_step` (forward, backward, softmax
+cross-entropy, AdamW update) on constant data.
 """
 
 import time
@@ -19,11 +23,12 @@ import numpy as np
 
 from big_vision_like import optim
 from big_vision_like import sharding
-from big_vision_like import train
+from big_vision_like import step as step_lib
 from big_vision_like.registry import LOSSES
 from big_vision_like.registry import MODELS
 
-_VARIANT = flags.DEFINE_string("variant", "S/16", "ViT variant.")
+_MODELS = flags.DEFINE_list("models", ["vit:S/16"],
+                            "Registered model names with their variant.")
 _RES = flags.DEFINE_integer("res", 224, "Image resolution.")
 _BATCH = flags.DEFINE_list("batch_size", ["8", "16", "32"],
                            "Global batch sizes to measure.")
@@ -50,7 +55,7 @@ def _time(fn, *args, steps):
   return float(np.median(times))
 
 
-def matmul_peak(n, mesh, dtype=jnp.float32):
+def matmul_peak(n, mesh, dtype="float32"):
   """Measured FLOP/s of an n x n matmul per device, summed over the mesh."""
   sh = sharding.batch_sharding(mesh)
   d = mesh.devices.size
@@ -59,16 +64,17 @@ def matmul_peak(n, mesh, dtype=jnp.float32):
   return 2.0 * d * n**3 / _time(f, a, steps=5)
 
 
-def step_benchmark(variant, res, batch_size, steps, dtype_mm, mesh=None):
-  """Returns (seconds per step, FLOPs per step) of the ViT train step.
+def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
+                   mesh=None):
+  """Returns (seconds per step, FLOPs per step) of a model's train step.
 
   FLOPs are XLA's count for one device's program times the number of
   devices (work replicated on every device, like the update of replicated
   params, is counted on each).
   """
   mesh = mesh or sharding.make_mesh()
-  model = MODELS.get("vit")(num_classes=1000, variant=variant,
-                            dtype_mm=dtype_mm)
+  model = MODELS.get(model_name)(num_classes=1000, variant=variant,
+                                 dtype_mm=dtype_mm)
   images = jnp.zeros((batch_size, res, res, 3), jnp.float32)
   labels = jax.nn.one_hot(jnp.arange(batch_size) % 1000, 1000)
   params = jax.jit(model.init, static_argnames="train")(
@@ -83,8 +89,8 @@ def step_benchmark(variant, res, batch_size, steps, dtype_mm, mesh=None):
   batch_sh = sharding.batch_sharding(mesh)
   state = jax.device_put(state, state_sh)
   batch = jax.device_put({"image": images, "labels": labels}, batch_sh)
-  step = train.make_train_step(model, LOSSES.get("softmax_xent"), tx,
-                               scheds[0][1], model_inputs=("image",), seed=0)
+  step = step_lib.make_train_step(model, LOSSES.get("softmax_xent"), tx,
+                                  scheds[0][1], model_inputs=("image",), seed=0)
   compiled = jax.jit(step, in_shardings=(state_sh, batch_sh),
                      out_shardings=(state_sh, sharding.replicated(mesh)),
                      donate_argnums=0).lower(state, batch).compile()
@@ -102,21 +108,24 @@ def step_benchmark(variant, res, batch_size, steps, dtype_mm, mesh=None):
 def main(argv):
   del argv
   mesh = sharding.make_mesh()
-  peak = matmul_peak(_MATMUL.value, mesh)
+  peak = matmul_peak(_MATMUL.value, mesh, _DTYPE.value)
   devices = jax.device_count()
   print(f"devices: {devices} x {jax.devices()[0].device_kind}; matmul peak "
-        f"({_MATMUL.value}^3 f32): {peak / 1e9:.1f} GFLOP/s")
-  print(f"ViT-{_VARIANT.value} @ {_RES.value}px, dtype_mm {_DTYPE.value}")
-  print("| batch | step ms | examples/s | examples/s/device | GFLOP/step | "
-        "GFLOP/s | utilisation |")
-  print("|---|---|---|---|---|---|---|")
-  for batch_size in (int(b) for b in _BATCH.value):
-    sec, flops = step_benchmark(_VARIANT.value, _RES.value, batch_size,
-                                _STEPS.value, _DTYPE.value)
-    print(f"| {batch_size} | {sec * 1e3:.0f} | {batch_size / sec:.2f} | "
-          f"{batch_size / sec / devices:.2f} | {flops / 1e9:.1f} | "
-          f"{flops / sec / 1e9:.1f} | {100 * flops / sec / peak:.1f}% |",
-          flush=True)
+        f"({_MATMUL.value}^3 {_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s")
+  print(f"{_RES.value}px, dtype_mm {_DTYPE.value}")
+  print("| model | batch | step ms | examples/s | examples/s/device | "
+        "GFLOP/step | GFLOP/s | utilisation |")
+  print("|---|---|---|---|---|---|---|---|")
+  for spec in _MODELS.value:
+    name, _, variant = spec.partition(":")
+    for batch_size in (int(b) for b in _BATCH.value):
+      sec, flops = step_benchmark(name, variant or None, _RES.value,
+                                  batch_size, _STEPS.value, _DTYPE.value)
+      print(f"| {spec} | {batch_size} | {sec * 1e3:.0f} | "
+            f"{batch_size / sec:.2f} | "
+            f"{batch_size / sec / devices:.2f} | {flops / 1e9:.1f} | "
+            f"{flops / sec / 1e9:.1f} | {100 * flops / sec / peak:.1f}% |",
+            flush=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import jax
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
 from big_vision_like import sharding
+from big_vision_like import step as step_lib
 from big_vision_like import train
 from big_vision_like.evaluators import common as evaluators
 
@@ -69,13 +70,13 @@ def evaluate(config, workdir, params_path=None):
   """
   config = config_lib.check_and_fill(config, train.DEFAULTS)
   mesh = sharding.make_mesh(config.mesh)
-  model = train.build_model(config.model_name, config.model)
+  model = step_lib.build_model(config.model_name, config.model)
   with mesh:
     state = load_state(workdir, params_path, config, mesh)
   step = int(state["step"])
   evals = evaluators.build_evaluators(
       _unscheduled(config.evals),
-      train.make_predict_fns(model, config.model_inputs), mesh=mesh,
+      step_lib.make_predict_fns(model, config.model_inputs), mesh=mesh,
       batch_size=config.input.batch_size, total_steps=None, workdir=workdir)
   results = {}
   for ev in evals:

@@ -30,6 +30,7 @@ from sklearn import preprocessing
 
 from big_vision_like import config as config_lib
 from big_vision_like import sharding
+from big_vision_like import step as step_lib
 from big_vision_like import train
 from big_vision_like.evaluators import common
 from big_vision_like.pp import builder as pp_builder
@@ -106,7 +107,7 @@ def extractors(config, workdir, mesh):
   """{name: (predict_fn, train_state)} of the three feature extractors."""
   config = config_lib.check_and_fill(config, train.DEFAULTS)
   model = eval_only.build_model(config)
-  predict = train.make_predict_fns(model, config.model_inputs)["predict"]
+  predict = step_lib.make_predict_fns(model, config.model_inputs)["predict"]
   init = model.init(jax.random.key(config.seed),
                     jnp.zeros((1, 16, 16, 1)), train=False)["params"]
   trained = eval_only.load_state(workdir, None, config, mesh)

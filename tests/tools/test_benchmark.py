@@ -1,5 +1,8 @@
 """Smoke test of the benchmark tool on a tiny ViT (the real run is `make benchmark`)."""
 
+import subprocess
+import sys
+
 import jax
 
 from big_vision_like import sharding
@@ -8,8 +11,9 @@ from big_vision_like.tools import benchmark
 
 def test_step_benchmark_reports_time_and_flops():
   one_device = sharding.make_mesh(devices=jax.devices()[:1])
-  sec, flops = benchmark.step_benchmark("mu/16", 32, batch_size=8, steps=1,
-                                        dtype_mm="float32", mesh=one_device)
+  sec, flops = benchmark.step_benchmark("vit", "mu/16", 32, batch_size=8,
+                                        steps=1, dtype_mm="float32",
+                                        mesh=one_device)
   assert sec > 0
   # mu/16 at 32px, 8 images: the forward's matmuls (stem, attention, MLP,
   # 1000-way head) are 361k FLOPs per image; a train step is about 3x that
@@ -22,3 +26,14 @@ def test_step_benchmark_reports_time_and_flops():
 def test_matmul_peak_is_positive():
   assert benchmark.matmul_peak(128, sharding.make_mesh()) > 0
   assert jax.device_count() == 8
+
+
+def test_step_imports_without_tensorflow():
+  """The step, models and losses run where TF is absent (e.g. a GPU box)."""
+  code = ("import sys; sys.modules['tensorflow'] = None; "
+          "from big_vision_like.tools import benchmark; "
+          "from big_vision_like import models, losses; "
+          "print('ok')")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=False)
+  assert out.returncode == 0, out.stderr

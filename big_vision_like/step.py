@@ -1,0 +1,108 @@
+"""The pure train step and the model/loss/predict builders the trainer uses.
+
+Kept apart from `train.py` so the step, the models and the losses import
+without TensorFlow (benchmarks, notebooks, machines without tf.data).
+"""
+
+import functools
+import inspect
+
+import jax
+import optax
+
+from big_vision_like import config as config_lib
+from big_vision_like.registry import LOSSES
+from big_vision_like.registry import MODELS
+
+
+def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
+                    mixup=None, cutmix=None, frozen=None):
+  """The pure train step: (state, batch) -> (new state, metrics).
+
+  Args:
+    model: a flax module; `model.apply` returns the outputs `loss_fn` takes.
+    loss_fn: `fn(outputs, batch) -> (scalar loss, metrics dict)`.
+    tx: the optax transformation.
+    sched_fn: step -> learning rate, logged as `lr`.
+    model_inputs: batch keys fed to the model, in order.
+    seed: the run's seed; the step's RNG is derived from it and the step.
+    mixup: None or `device_ops.mixup` kwargs, applied to the global batch.
+    cutmix: None or `device_ops.cutmix` kwargs.
+    frozen: None or a tree of bools like the params: no gradient is computed
+      for the True ones (locked towers).
+  """
+  mixing = mixup is not None or cutmix is not None
+  if mixing:  # Imported here: the pp package needs TensorFlow.
+    from big_vision_like.pp import device_ops
+  for name, kwargs in (("mixup", mixup), ("cutmix", cutmix)):
+    if kwargs is not None:
+      try:
+        device_ops.check_kwargs(name, kwargs)
+      except ValueError as e:
+        raise ValueError(f"config.{name}: {e}") from None
+
+  def train_step(state, batch):
+    step = state["step"]
+    rng, rng_mix = jax.random.split(
+        jax.random.fold_in(jax.random.key(seed), step))
+    if mixing:
+      batch = device_ops.apply_mix(rng_mix, batch, mixup=mixup, cutmix=cutmix)
+
+    def objective(params):
+      if frozen is not None:
+        params = jax.tree.map(
+            lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+      inputs = [batch[k] for k in model_inputs]
+      outputs = model.apply({"params": params}, *inputs, train=True,
+                            rngs={"dropout": rng})
+      return loss_fn(outputs, batch)
+
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
+        state["params"])
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {"loss": loss, "lr": sched_fn(step),
+               "l2_grads": optax.global_norm(grads),
+               "l2_params": optax.global_norm(params), **aux}
+    return {"params": params, "opt": opt, "step": step + 1}, metrics
+
+  return train_step
+
+
+def make_predict_fns(model, model_inputs):
+  """The functions evaluators choose from by name (`config.evals.x.pred`).
+
+  `predict(train_state, batch)` applies the model to the batch's
+  `model_inputs`; a key missing from the batch is passed as None, so an
+  evaluator embeds images alone with `{"image": ...}` (a two-tower model then
+  returns `(zimg, None, aux)`) or texts alone.
+  """
+
+  def predict(train_state, batch):
+    inputs = [batch.get(k) for k in model_inputs]
+    return model.apply({"params": train_state["params"]}, *inputs,
+                       train=False)
+
+  return {"predict": predict}
+
+
+def build_model(name, kwargs):
+  """The registered model `name` built from `config.model` kwargs."""
+  factory = MODELS.get(name)
+  config_lib.check_kwargs(factory, kwargs, "config.model")
+  try:
+    return factory(**kwargs)
+  except TypeError as e:  # Factories passing **kw on to a module.
+    raise KeyError(f"config.model (model_name={name!r}): {e}") from None
+
+
+def build_loss(name, kwargs, mesh):
+  """The objective `fn(outputs, batch) -> (loss, metrics)`; gets the mesh."""
+  loss = LOSSES.get(name)
+  config_lib.check_kwargs(loss, kwargs, "config.loss_kw",
+                          skip=("outputs", "batch", "mesh"))
+  if "mesh" in kwargs:
+    raise KeyError("config.loss_kw.mesh is set by the trainer.")
+  if "mesh" in inspect.signature(loss).parameters:
+    kwargs = {**kwargs, "mesh": mesh}  # E.g. contrastive losses.
+  return functools.partial(loss, **kwargs)
