@@ -10,6 +10,12 @@ the factory registered as `"jsonl"` is called as `factory("/path/to/dir",
 data_dir=data_dir, **kwargs)`, see `own.py`), and otherwise treats it as a
 TFDS name (`"cifar10"`, `"bvl_digits:1.0.0"`), which takes no extra kwargs.
 
+Sources of factories with a `cache_key(arg, data_dir=..., **kwargs)` (the own
+sources) are cached per process: `get_source` returns the same source for
+the same key while `source.is_current()` (its files are unchanged), so the
+training input and every evaluator share one index and one image check.
+`clear_cache()` forgets them all.
+
 A source may also read lazily (`LazyDataSource`): `get_records` gives cheap
 records (e.g. file names) and `load(record)` the full feature dict, so the
 training pipeline can shuffle and skip records before reading any file.
@@ -20,8 +26,10 @@ the TFDS default data dir. Other TFDS datasets must already be prepared
 (`tfds build NAME`); nothing is downloaded at run time.
 """
 
+import collections
 import functools
 import os
+import threading
 from typing import Protocol
 
 import tensorflow as tf
@@ -32,6 +40,9 @@ from big_vision_like.datasets import digits  # noqa: F401  (registers it)
 from big_vision_like.datasets import own  # noqa: F401  (registers sources)
 
 DATA_DIR_ENV = "BVL_DATA_DIR"
+_CACHE_SIZE = 32  # Sources kept by `get_source`, least recently used first.
+_cache = collections.OrderedDict()  # (factory, key) -> source
+_cache_lock = threading.Lock()
 
 
 class DataSource(Protocol):
@@ -176,13 +187,41 @@ def get_source(name, data_dir=None, **kwargs):
     **kwargs: options of a registered factory (e.g. `skip_bad=True`).
 
   Returns:
-    The `DataSource`.
+    The `DataSource`; for a factory with a `cache_key`, the one returned
+    before for the same key if it is still current (see the module
+    docstring).
   """
   prefix, _, arg = name.partition(":")
   if prefix in registry.DATASETS:
-    return registry.DATASETS.get(prefix)(arg, data_dir=data_dir, **kwargs)
+    return _cached_source(registry.DATASETS.get(prefix), arg, data_dir,
+                          kwargs)
   if kwargs:
     raise TypeError(f"TFDS dataset {name!r} takes no options; got "
                     f"{sorted(kwargs)}. Registered sources: "
                     f"{registry.DATASETS.names()}.")
   return TfdsSource(name, data_dir)
+
+
+def _cached_source(factory, arg, data_dir, kwargs):
+  """`factory(arg, ...)`, cached by `factory.cache_key` where it has one."""
+  cache_key = getattr(factory, "cache_key", None)
+  if cache_key is None:
+    return factory(arg, data_dir=data_dir, **kwargs)
+  key = (factory, cache_key(arg, data_dir=data_dir, **kwargs))
+  with _cache_lock:  # Also makes concurrent callers build a source once.
+    source = _cache.pop(key, None)
+    if source is None or not source.is_current():
+      source = factory(arg, data_dir=data_dir, **kwargs)
+    _cache[key] = source
+    while len(_cache) > _CACHE_SIZE:
+      _cache.popitem(last=False)
+  return source
+
+
+def clear_cache():
+  """Forgets the sources cached by `get_source`.
+
+  E.g. after rewriting image files in place, which `is_current` does not see.
+  """
+  with _cache_lock:
+    _cache.clear()

@@ -2,7 +2,9 @@
 
 import itertools
 import json
+import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -124,11 +126,13 @@ def test_imagefolder_eval_counts_each_example_once(folder):
   assert len(ids) == len(set(ids)) == 9
 
 
-def _train(source, steps, **kw):
+def _train(source, steps, split="train+val", **kw):
   kw = {"pp": "decode|resize(4)|flip_lr|keep('image', 'label', 'id')",
         "global_batch_size": 2, "seed": 0, "process_index": 0,
         "process_count": 1, **kw}
-  ds = ip.make_train_dataset(source, "train+val", **kw)
+  if isinstance(source, list):  # A mixture names its own splits.
+    split = None
+  ds = ip.make_train_dataset(source, split, **kw)
   return list(itertools.islice(ds.as_numpy_iterator(), steps))
 
 
@@ -152,10 +156,14 @@ def test_train_pipeline_resumes_and_caches_alike(folder):
 def test_corrupt_image_error_names_the_file(folder):
   _write(str(folder / "train" / "dog" / "bad.jpg"), b"<html>oops</html>")
   src = core.get_source(f"imagefolder:{folder}")
+  with pytest.raises(ValueError, match="dog/bad.jpg"):
+    _examples(src)
+  with pytest.raises(ValueError, match="dog/bad.jpg"):
+    _train(src, 5)
+  # Unchecked, the read still names a file that is not an image at all.
+  src = core.get_source(f"imagefolder:{folder}", check_images=False)
   with pytest.raises(tf.errors.InvalidArgumentError, match="dog/bad.jpg"):
     _examples(src)
-  with pytest.raises(tf.errors.InvalidArgumentError, match="dog/bad.jpg"):
-    _train(src, 5)
 
 
 def test_skip_bad_drops_and_counts_undecodable_images(folder):
@@ -181,6 +189,112 @@ def test_find_bad_images(folder, tmp_path):
            str(tmp_path / "missing.jpg"), str(folder / "val" / "cat" /
                                               "1.JPG")]
   np.testing.assert_array_equal(own.find_bad_images(files), [1, 2])
+
+
+def _gradient(seed, h=64, w=64):
+  """An h x w RGB gradient (its JPEG has enough entropy data to damage)."""
+  y, x = np.mgrid[:h, :w]
+  return np.stack([(x * 7 + seed) % 256, (y * 5 + seed) % 256,
+                   (x * y + seed) % 256], -1).astype(np.uint8)
+
+
+def _damaged(path):
+  """Writes a damaged image named HOW.EXT (truncated / corrupt, png / jpg).
+
+  `truncated` keeps the first half of the bytes, `corrupt` sets 16 bytes in
+  the middle to 0xFF; both keep a valid header, and TF cannot decode them.
+  """
+  how, ext = os.path.basename(path).split(".")
+  encode = tf.io.encode_png if ext == "png" else tf.io.encode_jpeg
+  data = encode(_gradient(1)).numpy()
+  mid = len(data) // 2
+  data = (data[:mid] if how == "truncated" else
+          data[:mid - 8] + b"\xff" * 16 + data[mid + 8:])
+  assert own.image_is_known_format(data)
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    tf.io.decode_image(data)
+  _write(path, data)
+  return path
+
+
+DAMAGED = ["truncated.png", "corrupt.png", "truncated.jpg", "corrupt.jpg"]
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_damaged_image_error_names_file_and_split(folder, name):
+  path = _damaged(str(folder / "train" / "dog" / name))
+  src = core.get_source(f"imagefolder:{folder}")
+  match = re.escape(f"{path!r} (split 'train', id 'train/dog/{name}')")
+  with pytest.raises(ValueError, match=match):
+    _train(src, 1)
+  with pytest.raises(ValueError, match=match):  # Not marked as checked.
+    ip.make_eval_dataset(src, "val+train", pp="decode", global_batch_size=2,
+                         process_index=0, process_count=1)
+  with pytest.raises(ValueError, match=match):
+    _examples(src)
+  assert src.num_examples("val") == len(_examples(src, "val")) == 4
+
+
+def test_damaged_images_are_listed_together(folder):
+  paths = [_damaged(str(folder / "val" / "cat" / n)) for n in DAMAGED]
+  src = core.get_source(f"imagefolder:{folder}")
+  with pytest.raises(ValueError,
+                     match=r"4 of the 8 images .* split 'val'") as e:
+    _examples(src, "val")
+  assert all(repr(p) in str(e.value) for p in paths)
+  assert "skip_bad=True" in str(e.value)
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_jsonl_damaged_image_error_names_file_and_line(jsonl_root, name):
+  path = _damaged(str(jsonl_root / "imgs" / name))
+  _write(str(jsonl_root / "test.jsonl"), b"\n".join(json.dumps(
+      {"image": f"imgs/{x}", "text": "t"}).encode() for x in ("0.jpg", name)))
+  src = core.get_source(f"jsonl:{jsonl_root}")
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path!r} ({jsonl_root / 'test.jsonl'}:2, split 'test', id 'test:2')")):
+    _train(src, 1, pp="decode|keep('image')", split="test")
+
+
+def test_skip_bad_skips_damaged_images_and_keeps_good_ones(folder, caplog):
+  paths = [_damaged(str(folder / "train" / "dog" / n)) for n in DAMAGED]
+  src = core.get_source(f"imagefolder:{folder}", skip_bad=True)
+  with caplog.at_level(logging.WARNING):
+    assert src.num_examples("train") == 5
+  assert "skipped 4 undecodable image(s) of 9" in caplog.text
+  assert src.skipped_files("train") == sorted(paths)
+  ds, _ = ip.make_eval_dataset(src, "train+val", pp="decode|keep('image', "
+                               "'id')", global_batch_size=4, process_index=0,
+                               process_count=1)
+  seen = []
+  for batch in ds.as_numpy_iterator():
+    for image, i in zip(batch["image"][batch["_mask"]],
+                        batch["id"][batch["_mask"]]):
+      seen.append(i.decode())
+      stem = os.path.basename(seen[-1]).split(".")[0]
+      seed = 0 if stem == "deep" else int(stem)  # The pixels `_folder` wrote.
+      tol = 0 if seen[-1].lower().endswith(".png") else 1  # JPEG: lossy.
+      assert np.abs(image.astype(int) - seed).max() <= tol, seen[-1]
+  assert len(seen) == len(set(seen)) == 9
+  trained = {i for b in _train(src, 8) for i in b["id"]}
+  assert not {f"train/dog/{n}".encode() for n in DAMAGED} & trained
+
+
+def test_images_are_checked_once_per_process_share(folder, monkeypatch):
+  checked = []
+  real = own.find_bad_images
+  monkeypatch.setattr(own, "find_bad_images",
+                      lambda files: checked.append(list(files)) or real(files))
+  src = core.get_source(f"imagefolder:{folder}")
+  assert src.num_examples("train") == 5 and not checked
+  kw = {"process_count": 2, "drop_remainder": False}
+  src.get_records("train", process_index=0, **kw)
+  src.get_records("train[:60%]", process_index=0, **kw)
+  assert [len(c) for c in checked] == [3]  # Positions 0, 2 and 4 of 5.
+  src.get_records("train", process_index=1, **kw)
+  _train(src, 2, split="train")  # Process 0 of 1: all checked already.
+  assert [len(c) for c in checked] == [3, 2]
+  assert len({f for c in checked for f in c}) == 5
 
 
 @pytest.fixture(name="jsonl_root")
@@ -281,7 +395,8 @@ def test_jsonl_missing_image_names_file_and_line(jsonl_root):
 
 def test_jsonl_corrupt_image(jsonl_root):
   _write(str(jsonl_root / "imgs" / "2.jpg"), b"garbage")
-  with pytest.raises(tf.errors.InvalidArgumentError, match="imgs/2.jpg"):
+  with pytest.raises(ValueError, match=r"imgs/2.jpg' \(.*train.jsonl:3, "
+                     r"split 'train', id 'birds'\)"):
     _examples(core.get_source(f"jsonl:{jsonl_root}"))
   src = core.get_source(f"jsonl:{jsonl_root}", skip_bad=True)
   assert {e["id"] for e in _examples(src)} == {b"train:1", b"train:2",
@@ -322,3 +437,65 @@ def test_mixture_of_own_sources_resumes(folder, jsonl_root, component_pp):
   resumed = list(itertools.islice(ip.make_train_dataset(
       mixture, start_step=5, **kw).as_numpy_iterator(), 3))
   _assert_same(fresh[5:], resumed)
+
+
+def _count_calls(monkeypatch, owner, name):
+  """Replaces `owner.name` by a wrapper; returns its list of call args."""
+  calls, real = [], getattr(owner, name)
+
+  def wrapper(*args, **kwargs):
+    calls.append(args)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(owner, name, wrapper)
+  return calls
+
+
+def test_get_source_reuses_a_source_and_its_scan(folder, tmp_path,
+                                                 monkeypatch):
+  scans = _count_calls(monkeypatch, own, "find_bad_images")
+  reads = _count_calls(monkeypatch, own.ImageFolderSource, "_read_index")
+  name = f"imagefolder:{folder}"
+  src = core.get_source(name, skip_bad=True)
+  assert src.num_examples("train") == 5
+  assert core.get_source(name, skip_bad=True) is src
+  same = core.get_source("imagefolder:folder", data_dir=tmp_path,
+                         skip_bad=True)
+  assert same is src and same.num_examples("train") == 5
+  # The train input and evaluators name their data in config dicts.
+  component = ip.Component.from_config({"name": name, "split": "train",
+                                       "skip_bad": True})
+  assert component.source is src
+  _train([component], 2)
+  ip.make_eval_dataset(core.get_source(name, skip_bad=True), "train",
+                       pp="decode", global_batch_size=2, process_index=0,
+                       process_count=1)
+  assert len(scans) == len(reads) == 1
+  assert core.get_source(name) is not src  # Other options: another source.
+
+
+def test_get_source_sees_changed_files(folder, jsonl_root, monkeypatch):
+  scans = _count_calls(monkeypatch, own, "find_bad_images")
+  name = f"imagefolder:{folder}"
+  src = core.get_source(name, skip_bad=True)
+  assert src.num_examples("train") == 5 and len(scans) == 1
+  _image(str(folder / "train" / "dog" / "new.png"))
+  added = core.get_source(name, skip_bad=True)
+  assert added is not src and added.num_examples("train") == 6
+  assert len(scans) == 2
+  os.remove(folder / "train" / "dog" / "new.png")
+  assert core.get_source(name, skip_bad=True).num_examples("train") == 5
+  _write(str(folder / "train" / "dog" / "notes2.txt"), b"not an image")
+  assert core.get_source(name, skip_bad=True) is core.get_source(
+      name, skip_bad=True)
+  core.clear_cache()
+  assert core.get_source(name, skip_bad=True) is not src
+
+  jsonl = core.get_source(f"jsonl:{jsonl_root}")
+  before = (jsonl_root / "train.jsonl").read_bytes()
+  after = before.replace(b'"a cat"', b'"a cow"')  # Same size.
+  _write(str(jsonl_root / "train.jsonl"), after)
+  changed = core.get_source(f"jsonl:{jsonl_root}")
+  assert changed is not jsonl
+  texts = {t for e in _examples(changed) for t in e["texts"]}
+  assert b"a cow" in texts and b"a cat" not in texts
