@@ -1,7 +1,8 @@
 """Text transformer: the text tower of CLIP / LiT / SigLIP two-tower models.
 
 A pre-LN transformer encoder over token embeddings plus a learned position
-embedding, without a causal mask, pooled into one vector per text. Parameter
+embedding, pooled into one vector per text; bidirectional by default (as
+big_vision's), causal with `causal=True` (as CLIP's / open_clip's). Parameter
 names match big_vision (`Embed_0/embedding`, `pos_embedding`,
 `Encoder_0/encoderblock_{i}/...`, `Encoder_0/encoder_norm`, `head`), so the
 text towers of released SigLIP / LiT `.npz` checkpoints load without renaming.
@@ -13,8 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_like.models import common
-from big_vision_like.models import vit
+from big_vision_like.models import common, vit
 from big_vision_like.registry import MODELS
 
 POOL_TYPES = ("last", "first", "mean", "max", "map")
@@ -54,6 +54,11 @@ class _Model(nn.Module):
     dtype_mm: matmul dtype, e.g. "bfloat16".
     head_zeroinit: zero-initialise the head (default False, as big_vision's
       text tower; a zero head gives zero embeddings in a two-tower model).
+    causal: each token attends only to itself and earlier tokens (CLIP's
+      text tower; combined with the padding mask of `pad_id`). Default
+      False: every token attends to every (non-padding) token.
+    gelu: MLP activation, "tanh" (default), "erf" or "quick" (see `vit`).
+    norm_eps: epsilon of every LayerNorm (default 1e-6; CLIP's is 1e-5).
   """
   num_classes: int | None = None
   width: int = 512
@@ -68,6 +73,9 @@ class _Model(nn.Module):
   remat_policy: str = "nothing_saveable"
   dtype_mm: str = "float32"
   head_zeroinit: bool = False
+  causal: bool = False
+  gelu: str = "tanh"
+  norm_eps: float = 1e-6
 
   def _pool(self, x, valid):
     """x: [B, L, D], valid: [B, L] bool or None -> [B, D]."""
@@ -93,9 +101,18 @@ class _Model(nn.Module):
     if self.pool_type == "map":
       return vit.MAPHead(mlp_dim=self.mlp_dim or 4 * self.width,
                          num_heads=self.num_heads,
-                         dtype_mm=self.dtype_mm)(x, valid)
+                         dtype_mm=self.dtype_mm, gelu=self.gelu,
+                         norm_eps=self.norm_eps)(x, valid)
     raise ValueError(f"Unknown pool_type {self.pool_type!r}; "
                      f"known: {POOL_TYPES}.")
+
+  def _mask(self, valid, length):
+    """Attention mask broadcastable to [B, H, L, L] (True: attend), or None."""
+    mask = None if valid is None else valid[:, None, None, :]  # [B, 1, 1, L]
+    if self.causal:
+      causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+      mask = causal if mask is None else mask & causal  # [B, 1, L, L]
+    return mask
 
   @nn.compact
   def __call__(self, text, *, train=False):
@@ -117,13 +134,13 @@ class _Model(nn.Module):
     x = nn.Dropout(rate=self.dropout)(x, not train)
 
     valid = None if self.pad_id is None else text != self.pad_id  # [B, L]
-    mask = None if valid is None else valid[:, None, None, :]  # [B, 1, 1, L]
     x, enc_out = vit.Encoder(
         depth=self.depth, mlp_dim=self.mlp_dim or 4 * self.width,
         num_heads=self.num_heads, dropout=self.dropout,
         dtype_mm=self.dtype_mm, scan=self.scan,
-        remat_policy=self.remat_policy, name="Encoder_0",
-    )(x, deterministic=not train, mask=mask)
+        remat_policy=self.remat_policy, gelu=self.gelu,
+        norm_eps=self.norm_eps, name="Encoder_0",
+    )(x, deterministic=not train, mask=self._mask(valid, length))
     out.update(enc_out)
     out["transformed"] = x  # [B, L, D]
 

@@ -5,6 +5,18 @@ of "Scaling Vision Transformers", "Better plain ViT baselines" (sincos2d, gap)
 and "Getting ViT in Shape" (So400m). Released big_vision `.npz` checkpoints
 load without renaming; see `scan_to_unscanned` / `unscanned_to_scan` for the
 two layouts of the encoder.
+
+Options for weights trained elsewhere (timm, open_clip / OpenAI CLIP), all
+off by default so big_vision params and outputs are unchanged:
+
+- `norm_pre=True`: a LayerNorm over the tokens after the position embedding
+  and class token, before the encoder (CLIP's `ln_pre`, timm's `norm_pre`);
+  its params are the top-level `norm_pre/{scale,bias}`.
+- `gelu`: the MLP activation, "tanh" (flax's approximation, big_vision's;
+  default), "erf" (exact, torch's `nn.GELU()`) or "quick" (OpenAI CLIP's
+  QuickGELU, x * sigmoid(1.702 x)).
+- `norm_eps`: the epsilon of every LayerNorm (default 1e-6 as big_vision;
+  torch's and open_clip's default is 1e-5).
 """
 
 import re
@@ -36,6 +48,7 @@ VARIANTS = {
 }
 
 POOL_TYPES = ("gap", "tok", "map", "0", "none")
+GELUS = ("tanh", "erf", "quick")
 
 
 def decode_variant(variant):
@@ -47,7 +60,8 @@ def decode_variant(variant):
     raise ValueError(f"Unknown ViT variant {name!r} (in {variant!r}). "
                      f"Known: {list(VARIANTS)}.")
   width, depth, mlp_dim, num_heads = VARIANTS[name]
-  out = dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads)
+  out = {"width": width, "depth": depth, "mlp_dim": mlp_dim,
+         "num_heads": num_heads}
   if patch:
     if not re.fullmatch(r"\d+(x\d+)?", patch):
       raise ValueError(f"Bad patch size {patch!r} in ViT variant {variant!r}; "
@@ -55,6 +69,17 @@ def decode_variant(variant):
     sizes = tuple(int(p) for p in patch.split("x"))
     out["patch_size"] = sizes * 2 if len(sizes) == 1 else sizes
   return out
+
+
+def gelu_fn(name):
+  """The activation called `name` (see `GELUS`)."""
+  if name == "tanh":
+    return nn.gelu  # approximate=True
+  if name == "erf":
+    return lambda x: nn.gelu(x, approximate=False)
+  if name == "quick":
+    return lambda x: x * nn.sigmoid(1.702 * x)
+  raise ValueError(f"Unknown gelu {name!r}; known: {GELUS}.")
 
 
 def _drop_path(x, rate, rng):
@@ -69,17 +94,18 @@ class MlpBlock(nn.Module):
   mlp_dim: int | None = None  # None: 4 * input width
   dropout: float = 0.0
   dtype_mm: str = "float32"
+  gelu: str = "tanh"  # see GELUS
 
   @nn.compact
   def __call__(self, x, deterministic=True):
     """x: [..., D] -> [..., D]."""
     d = x.shape[-1]
-    dense = lambda n: nn.Dense(  # noqa: E731
+    dense = lambda n: nn.Dense(
         n, dtype=common.to_dtype(self.dtype_mm),
         kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6))
     x = dense(self.mlp_dim or 4 * d)(x)  # [..., mlp]
-    x = nn.gelu(x)
+    x = gelu_fn(self.gelu)(x)
     x = nn.Dropout(rate=self.dropout)(x, deterministic)
     return dense(d)(x)  # [..., D]
 
@@ -102,6 +128,8 @@ class Encoder1DBlock(nn.Module):
   dropout: float = 0.0
   layerscale: float | None = None
   dtype_mm: str = "float32"
+  gelu: str = "tanh"
+  norm_eps: float = 1e-6
 
   def _branch(self, y, drop_path_rate, deterministic):
     y = nn.Dropout(rate=self.dropout)(y, deterministic)
@@ -125,7 +153,7 @@ class Encoder1DBlock(nn.Module):
       mask: optional bool attention mask broadcastable to [B, H, L, L]
         (True: attend), e.g. [B, 1, 1, L] to ignore padding keys.
     """
-    y = nn.LayerNorm()(x)
+    y = nn.LayerNorm(epsilon=self.norm_eps)(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads,
         kernel_init=nn.initializers.xavier_uniform(),
@@ -134,9 +162,10 @@ class Encoder1DBlock(nn.Module):
     )(y, y, mask=mask, deterministic=deterministic)  # [B, L, D]
     x = x + self._branch(y, drop_path_rate, deterministic)
 
-    y = nn.LayerNorm()(x)
+    y = nn.LayerNorm(epsilon=self.norm_eps)(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, dropout=self.dropout,
-                 dtype_mm=self.dtype_mm)(y, deterministic)  # [B, L, D]
+                 dtype_mm=self.dtype_mm, gelu=self.gelu)(
+                     y, deterministic)  # [B, L, D]
     x = x + self._branch(y, drop_path_rate, deterministic)
     return x, None
 
@@ -152,6 +181,8 @@ class Encoder(nn.Module):
   dtype_mm: str = "float32"
   scan: bool = False
   remat_policy: str = "nothing_saveable"
+  gelu: str = "tanh"
+  norm_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x, deterministic=True, mask=None):
@@ -161,9 +192,10 @@ class Encoder(nn.Module):
     block's attention; True means "attend".
     """
     out = {}
-    kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-              dropout=self.dropout, layerscale=self.layerscale,
-              dtype_mm=self.dtype_mm)
+    kw = {"mlp_dim": self.mlp_dim, "num_heads": self.num_heads,
+          "dropout": self.dropout, "layerscale": self.layerscale,
+          "dtype_mm": self.dtype_mm, "gelu": self.gelu,
+          "norm_eps": self.norm_eps}
     rates = np.linspace(0.0, self.drop_path, self.depth)  # stochastic depth
     if self.scan:
       policy = getattr(jax.checkpoint_policies, self.remat_policy, None)
@@ -188,7 +220,8 @@ class Encoder(nn.Module):
         block = Encoder1DBlock(name=f"encoderblock_{i}", **kw)
         x, _ = block(x, float(rates[i]), deterministic, mask)
         out[f"encoder_{i}"] = x
-    return nn.LayerNorm(name="encoder_norm")(x), out
+    x = nn.LayerNorm(epsilon=self.norm_eps, name="encoder_norm")(x)
+    return x, out
 
 
 class MAPHead(nn.Module):
@@ -196,6 +229,8 @@ class MAPHead(nn.Module):
   mlp_dim: int | None = None
   num_heads: int = 12
   dtype_mm: str = "float32"
+  gelu: str = "tanh"
+  norm_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x, mask=None):
@@ -211,8 +246,9 @@ class MAPHead(nn.Module):
         dtype=common.to_dtype(self.dtype_mm),
         attention_fn=common.dot_product_attention,
     )(probe, x, mask=mask)  # [B, 1, D]
-    y = nn.LayerNorm()(x)
-    x = x + MlpBlock(mlp_dim=self.mlp_dim, dtype_mm=self.dtype_mm)(y)
+    y = nn.LayerNorm(epsilon=self.norm_eps)(x)
+    x = x + MlpBlock(mlp_dim=self.mlp_dim, dtype_mm=self.dtype_mm,
+                     gelu=self.gelu)(y)
     return x[:, 0]  # [B, D]
 
 
@@ -234,6 +270,9 @@ class _Model(nn.Module):
   dtype_mm: str = "float32"
   scan: bool = False
   remat_policy: str = "nothing_saveable"
+  norm_pre: bool = False  # LayerNorm `norm_pre` before the encoder (CLIP)
+  gelu: str = "tanh"  # see GELUS
+  norm_eps: float = 1e-6  # of every LayerNorm
 
   def _posemb(self, h, w, d):
     if self.posemb == "learn":
@@ -253,7 +292,8 @@ class _Model(nn.Module):
       return x[:, 0]
     if self.pool_type == "map":
       return MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-                     dtype_mm=self.dtype_mm)(x)
+                     dtype_mm=self.dtype_mm, gelu=self.gelu,
+                     norm_eps=self.norm_eps)(x)
     if self.pool_type in ("0", "none"):
       return x
     raise ValueError(f"Unknown pool_type {self.pool_type!r}; "
@@ -276,13 +316,16 @@ class _Model(nn.Module):
       cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
       x = jnp.concatenate([jnp.tile(cls, [b, 1, 1]).astype(x.dtype), x], 1)
     x = nn.Dropout(rate=self.dropout)(x, not train)  # [B, L, D]
+    if self.norm_pre:
+      x = nn.LayerNorm(epsilon=self.norm_eps, name="norm_pre")(x)
 
     x, enc_out = Encoder(
         depth=self.depth, mlp_dim=self.mlp_dim or 4 * self.width,
         num_heads=self.num_heads, dropout=self.dropout,
         drop_path=self.drop_path, layerscale=self.layerscale,
         dtype_mm=self.dtype_mm, scan=self.scan,
-        remat_policy=self.remat_policy, name="Transformer",
+        remat_policy=self.remat_policy, gelu=self.gelu,
+        norm_eps=self.norm_eps, name="Transformer",
     )(x, deterministic=not train)
     out.update(enc_out)
     out["encoded"] = x  # [B, L, D]

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from big_vision_like import registry
-from big_vision_like.models import text_transformer
-from big_vision_like.models import vit
+from big_vision_like.models import text_transformer, vit
 
-TINY = dict(variant="mu", depth=2, vocab_size=50)  # width 32, 2 heads
+TINY = {"variant": "mu", "depth": 2, "vocab_size": 50}  # width 32, 2 heads
 # Two texts of length 6, "sticky" EOS padding with id 1.
 TEXT = jnp.array([[5, 9, 13, 1, 1, 1], [7, 3, 1, 1, 1, 1]], jnp.int32)
 
@@ -72,6 +71,54 @@ def test_no_causal_mask():
   a, _ = model.apply({"params": params}, TEXT)
   b, _ = model.apply({"params": params}, TEXT.at[:, -1].set(4))
   assert not np.allclose(a, b)
+
+
+def test_causal_mask():
+  model = text_transformer.Model(causal=True, **TINY)
+  params = _init(model)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, _init(text_transformer.Model(**TINY)))
+  _, a = model.apply({"params": params}, TEXT)
+  _, b = model.apply({"params": params}, TEXT.at[:, -1].set(4))
+  # Changing the last token changes only the last position.
+  np.testing.assert_allclose(a["transformed"][:, :-1],
+                             b["transformed"][:, :-1], atol=1e-6)
+  assert not np.allclose(a["transformed"][:, -1], b["transformed"][:, -1])
+  # Scanned and unscanned agree.
+  scanned = text_transformer.Model(causal=True, scan=True, **TINY)
+  stacked = {**params, "Encoder_0": vit.unscanned_to_scan(params["Encoder_0"])}
+  out_s, _ = scanned.apply({"params": stacked}, TEXT)
+  np.testing.assert_allclose(out_s, a["pre_logits"], atol=1e-5)
+
+
+def test_causal_mask_with_padding_mask():
+  # Trailing padding is invisible to a causal model anyway: "last" with
+  # pad_id pools the last real token, as CLIP's EOT pooling does.
+  text = jnp.array([[5, 9, 13, 2, 0, 0, 0]], jnp.int32)
+  causal = text_transformer.Model(causal=True, **TINY)
+  both = text_transformer.Model(causal=True, pad_id=0, **TINY)
+  params = _init(causal, text)
+  _, ref = causal.apply({"params": params}, text)
+  out, _ = both.apply({"params": params}, text)
+  np.testing.assert_allclose(out, ref["transformed"][:, 3], atol=1e-6)
+  # Both masks apply: a pad id inside the text is not attended to.
+  inner = text.at[0, 1].set(0)
+  out, _ = both.apply({"params": params}, inner)
+  _, ref = causal.apply({"params": params}, inner)
+  assert not np.allclose(out, ref["transformed"][:, 3], atol=1e-4)
+
+
+def test_gelu_and_norm_eps_options():
+  base = text_transformer.Model(**TINY)
+  params = _init(base)
+  ref, _ = base.apply({"params": params}, TEXT)
+  same, _ = text_transformer.Model(gelu="tanh", norm_eps=1e-6, **TINY).apply(
+      {"params": params}, TEXT)
+  np.testing.assert_array_equal(same, ref)  # The defaults.
+  for opt in ({"gelu": "erf"}, {"gelu": "quick"}, {"norm_eps": 0.1}):
+    out, _ = text_transformer.Model(**opt, **TINY).apply(
+        {"params": params}, TEXT)
+    assert not np.allclose(out, ref, atol=1e-6), opt
 
 
 @pytest.mark.parametrize("pool", ["last", "first", "mean", "max", "map"])

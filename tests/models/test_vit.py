@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from big_vision_like import registry
-from big_vision_like.models import common
-from big_vision_like.models import vit
+from big_vision_like.models import common, vit
 
 IMG = jnp.linspace(-1, 1, 2 * 16 * 16 * 3).reshape(2, 16, 16, 3)  # [B, H, W, C]
-TINY = dict(variant="mu/4", depth=2)  # width 32, 2 heads, mlp 128
+TINY = {"variant": "mu/4", "depth": 2}  # width 32, 2 heads, mlp 128
 
 
 def _flat(params):
@@ -145,7 +144,7 @@ def test_dropout_and_drop_path_need_rng_in_train(scan):
   noisy = vit.Model(**TINY, scan=scan, dropout=0.1, drop_path=0.2)
   ev, _ = noisy.apply({"params": params}, IMG, train=False)
   np.testing.assert_allclose(ev, ref, atol=1e-6)
-  rngs = lambda s: {"dropout": jax.random.PRNGKey(s)}  # noqa: E731
+  rngs = lambda s: {"dropout": jax.random.PRNGKey(s)}
   tr1, _ = noisy.apply({"params": params}, IMG, train=True, rngs=rngs(1))
   tr2, _ = noisy.apply({"params": params}, IMG, train=True, rngs=rngs(2))
   assert not np.allclose(tr1, ref) and not np.allclose(tr1, tr2)
@@ -173,6 +172,55 @@ def test_scan_matches_unscanned():
   jax.tree.map(np.testing.assert_array_equal, back, params)
   with pytest.raises(ValueError, match="remat_policy"):
     _init(vit.Model(scan=True, remat_policy="bogus", **TINY))
+
+
+def test_norm_pre():
+  # Off by default (see test_tiny_exact_keys). On: `norm_pre/{scale,bias}`
+  # normalises the tokens before the encoder, so scaling the patch and
+  # position embeddings (and class token) together changes nothing.
+  kw = dict(num_classes=5, head_zeroinit=False, pool_type="tok", **TINY)
+  model, plain = vit.Model(norm_pre=True, **kw), vit.Model(**kw)
+  params = _init(model)
+  assert set(_flat(params)) - set(_flat(_init(plain))) == {
+      "norm_pre/scale", "norm_pre/bias"}
+  params = {**params, "cls": params["cls"] + 0.5}
+  scaled = {**params, **jax.tree.map(lambda a: 3 * a, {
+      k: params[k] for k in ("embedding", "pos_embedding", "cls")})}
+  out, _ = model.apply({"params": params}, IMG)
+  out3, _ = model.apply({"params": scaled}, IMG)
+  np.testing.assert_allclose(out3, out, atol=1e-4)
+  # Without it, the same scaling changes the output.
+  drop = lambda tree: {k: v for k, v in tree.items() if k != "norm_pre"}
+  a, _ = plain.apply({"params": drop(params)}, IMG)
+  b, _ = plain.apply({"params": drop(scaled)}, IMG)
+  assert not np.allclose(a, b, atol=1e-3)
+
+
+def test_gelu_flavours_and_norm_eps():
+  x = jnp.linspace(-4.0, 4.0, 81)
+  erf = x * 0.5 * (1 + jax.scipy.special.erf(x / np.sqrt(2)))
+  tanh = 0.5 * x * (1 + jnp.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+  np.testing.assert_allclose(vit.gelu_fn("erf")(x), erf, atol=1e-6)
+  np.testing.assert_allclose(vit.gelu_fn("tanh")(x), tanh, atol=1e-6)
+  np.testing.assert_allclose(vit.gelu_fn("quick")(x),
+                             x * jax.nn.sigmoid(1.702 * x), atol=1e-6)
+  with pytest.raises(ValueError, match="Unknown gelu 'relu'"):
+    vit.gelu_fn("relu")
+  # Depth 0 and "map" pooling: only MAPHead's MLP and LayerNorm see them.
+  for depth in (2, 0):
+    kw = dict(num_classes=5, head_zeroinit=False, pool_type="map",
+              **{**TINY, "depth": depth})
+    params = _init(vit.Model(**kw))
+    ref, _ = vit.Model(**kw).apply({"params": params}, IMG)
+    same, _ = vit.Model(gelu="tanh", norm_eps=1e-6, **kw).apply(
+        {"params": params}, IMG)
+    np.testing.assert_array_equal(same, ref)  # The defaults.
+    for opt in ({"gelu": "erf"}, {"gelu": "quick"}, {"norm_eps": 0.1}):
+      model = vit.Model(**kw, **opt)
+      assert jax.tree.map(jnp.shape, _init(model)) == jax.tree.map(
+          jnp.shape, params)
+      out, _ = model.apply({"params": params}, IMG)
+      assert not np.allclose(out, ref, atol=1e-6), opt
 
 
 def test_bfloat16_matmuls_close_to_float32():
@@ -208,8 +256,9 @@ def test_resample_posemb():
 
 def test_decode_variant():
   for name, (w, d, m, h) in vit.VARIANTS.items():
-    assert vit.decode_variant(name + "/8") == dict(
-        width=w, depth=d, mlp_dim=m, num_heads=h, patch_size=(8, 8))
+    assert vit.decode_variant(name + "/8") == {
+        "width": w, "depth": d, "mlp_dim": m, "num_heads": h,
+        "patch_size": (8, 8)}
   assert vit.decode_variant("mu/16x8")["patch_size"] == (16, 8)
   assert "patch_size" not in vit.decode_variant("B")
   assert vit.Model(variant="B/16", depth=3).depth == 3
