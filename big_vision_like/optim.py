@@ -18,6 +18,12 @@ Config keys (see `DEFAULTS`):
     None freezes the matched parameters (no optimizer state, zero update).
     Empty means `dict(decay_type="cosine", warmup_steps=0)`.
   grad_clip_norm: global-norm clipping of the (non-frozen) gradients.
+  agc: adaptive gradient clipping ("High-Performance Large-Scale Image
+    Recognition Without Normalization"), e.g. `dict(clip=0.01)`: each unit's
+    gradient norm is clipped to `clip * max(its param norm, eps)`; params
+    whose name matches (`re.search`) `exclude` (default the head) are left
+    alone. None, or `clip` None/0, is off. Applied to the raw gradients,
+    before global-norm clipping and the direction.
   lr_mults, wd_mults: lists of (regex, mult); wd_mults defaults to
     [(".*/kernel$", 1.0)], parameters matched by none get no weight decay.
 """
@@ -43,6 +49,7 @@ DEFAULTS = dict(
     wd=0.0,
     schedule=config_lib.OPEN,
     grad_clip_norm=None,
+    agc={"clip": None, "eps": 1e-3, "exclude": r"^head/"},
     lr_mults=None,
     wd_mults=None,
 )
@@ -298,6 +305,93 @@ def make_direction(name, kw):
 
 
 # ----------------------------------------------------------------------------
+# Adaptive gradient clipping.
+
+
+def unitwise_norm(x):
+  """L2 norm of each output unit of `x`, broadcastable against `x`.
+
+  A unit is a slice along the last (output) axis of a Dense [in, out] or
+  conv [h, w, in, out] kernel (the norm is over all the other axes); a
+  scalar, a vector (bias, gain) or anything with one non-trivial axis is
+  one unit. (For 3-D kernels DeepMind's reference reduces axis 0 only; here
+  every kernel reduces all axes but the last.)
+  """
+  x = x.astype(jnp.float32)
+  if sum(d > 1 for d in x.shape) <= 1:
+    return jnp.sqrt(jnp.sum(jnp.square(x)))
+  axes = tuple(range(x.ndim - 1))
+  return jnp.sqrt(jnp.sum(jnp.square(x), axis=axes, keepdims=True))
+
+
+def _agc_leaf(g, p, clip, eps):
+  """Scales `g`'s units whose norm exceeds clip * max(|p unit|, eps)."""
+  g_norm, p_norm = unitwise_norm(g), unitwise_norm(p)
+  max_norm = clip * jnp.maximum(p_norm, eps)
+  # The 1e-6 only guards the division; it cannot engage when clipping.
+  scale = jnp.where(g_norm < max_norm, 1.0,
+                    max_norm / jnp.maximum(g_norm, 1e-6))
+  return (g * scale).astype(g.dtype)
+
+
+def adaptive_grad_clip(clip, eps=1e-3, exclude=r"^head/"):
+  """Unit-wise adaptive gradient clipping (Brock et al. 2021) as optax.
+
+  Args:
+    clip: maximum ratio of a unit's gradient norm to its parameter norm.
+    eps: floor of the parameter norm, so zero-initialised params (e.g.
+      SkipInit gains, biases) can still move.
+    exclude: regex searched in '/'-joined param names (None: none); the
+      matched params are not clipped (the paper leaves the classifier out).
+
+  Returns:
+    An optax GradientTransformation whose `update` needs `params`.
+  """
+  pattern = None if exclude is None else re.compile(exclude)
+
+  def init(params):
+    del params
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("Adaptive gradient clipping needs the params: call "
+                       "tx.update(grads, state, params).")
+
+    def leaf(name, g, p):
+      if g is None or (pattern is not None and pattern.search(name)):
+        return g
+      return _agc_leaf(g, p, clip, eps)
+
+    return tree_map_with_names(leaf, updates, params), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def _make_agc(value):
+  """`adaptive_grad_clip` from config.agc, or None when it is off."""
+  if value is None:
+    return None
+  kw = _to_dict(value)
+  known = DEFAULTS["agc"]
+  unknown = sorted(set(kw) - set(known))
+  if unknown:
+    raise ValueError(f"Unknown key config.agc.{unknown[0]}; known: "
+                     f"{sorted(known)}.")
+  kw = {**known, **kw}
+  if not kw["clip"]:
+    return None
+  if kw["exclude"] is not None:
+    try:
+      re.compile(kw["exclude"])
+    except re.error as e:
+      raise ValueError(f"Bad regex config.agc.exclude={kw['exclude']!r}: "
+                       f"{e}") from None
+  return adaptive_grad_clip(float(kw["clip"]), float(kw["eps"]),
+                            kw["exclude"])
+
+
+# ----------------------------------------------------------------------------
 # Per-parameter scaling: lr schedule, lr_mults and decoupled weight decay.
 
 
@@ -451,7 +545,9 @@ def make_optimizer(config, params, *, total_steps, batch_size,
   clip = _get(config, "grad_clip_norm")
   train = optax.chain(
       *([optax.clip_by_global_norm(clip)] if clip else []), direction)
+  agc = _make_agc(_get(config, "agc"))
   tx = optax.chain(
+      *([agc] if agc else []),
       optax.multi_transform({"train": train, "frozen": optax.set_to_zero()},
                             rules.labels),
       _scale_by_lr(rules.tree_info, [fn for _, fn in sched_fns]))

@@ -315,3 +315,168 @@ def test_bad_decay_type():
 def test_unmatched_param_named():
   with pytest.raises(ValueError, match=r"'head/bias'"):
     _make(dict(schedule=[("enc/.*", dict()), ("head/kernel", None)]))
+
+
+# ----------------------------------------------------------------------------
+# Adaptive gradient clipping.
+
+
+def _agc_params():
+  rng = np.random.default_rng(0)
+
+  def normal(*shape):
+    return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+  return {
+      "conv": {"kernel": normal(3, 3, 2, 4), "bias": jnp.zeros((4,))},
+      "dense": {"kernel": normal(5, 3), "bias": normal(3)},
+      "block": {"skipinit_gain": jnp.zeros(()), "gain": jnp.ones((1, 4))},
+      "head": {"kernel": normal(3, 2), "bias": jnp.zeros((2,))},
+  }
+
+
+def _agc_grads(params, scale=1.0):
+  rng = np.random.default_rng(1)
+  # Units get gradients of very different sizes, so some are clipped.
+  return jax.tree.map(
+      lambda p: jnp.asarray(scale * rng.normal(size=p.shape) * np.exp(
+          rng.normal(size=p.shape[-1:] or ()) * 2), jnp.float32), params)
+
+
+def _numpy_agc(g, p, clip, eps):
+  """Unit-wise clipping, written out with NumPy."""
+  g, p = np.asarray(g, np.float64), np.asarray(p, np.float64)
+  if sum(d > 1 for d in g.shape) <= 1:  # Scalars and vectors: one unit.
+    g_norm, p_norm = np.linalg.norm(g), np.linalg.norm(p)
+    limit = clip * max(p_norm, eps)
+    return g if g_norm < limit else g * limit / g_norm
+  g2, p2 = g.reshape(-1, g.shape[-1]), p.reshape(-1, p.shape[-1])
+  out = g2.copy()
+  for u in range(g2.shape[1]):  # Output units: columns of the last axis.
+    limit = clip * max(np.linalg.norm(p2[:, u]), eps)
+    norm = np.linalg.norm(g2[:, u])
+    if norm >= limit:
+      out[:, u] = g2[:, u] * limit / norm
+  return out.reshape(g.shape)
+
+
+@pytest.mark.parametrize("exclude", [r"^head/", None])
+def test_agc_matches_numpy(exclude):
+  clip, eps = 0.05, 1e-3
+  params = _agc_params()
+  grads = _agc_grads(params)
+  tx = optim.adaptive_grad_clip(clip, eps, exclude=exclude)
+  out, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  clipped = 0
+  for name, g, p, o in zip(tree_util.tree_names(params),
+                           jax.tree.leaves(grads), jax.tree.leaves(params),
+                           jax.tree.leaves(out)):
+    want = (np.asarray(g) if exclude and name.startswith("head/")
+            else _numpy_agc(g, p, clip, eps))
+    np.testing.assert_allclose(o, want, rtol=1e-5, atol=1e-7, err_msg=name)
+    clipped += not np.allclose(want, g)
+  assert clipped >= 5  # Including the zero-norm params (limit clip * eps).
+  small = jax.tree.map(lambda g: 1e-6 * g, grads)
+  out, _ = tx.update(small, tx.init(params), params)
+  jax.tree.map(np.testing.assert_array_equal, out, small)  # Nothing clipped.
+
+
+def test_agc_unitwise_norm_axes():
+  assert optim.unitwise_norm(jnp.ones((3, 3, 2, 4))).shape == (1, 1, 1, 4)
+  np.testing.assert_allclose(optim.unitwise_norm(jnp.ones((5, 3))),
+                             np.full((1, 3), np.sqrt(5)))
+  for shape in [(), (7,), (1, 7), (1, 1, 1, 7)]:  # One unit each.
+    np.testing.assert_allclose(optim.unitwise_norm(jnp.ones(shape)),
+                               np.sqrt(np.prod(shape)))
+
+
+def test_agc_from_config_clips_before_the_direction():
+  lr, clip = 0.5, 0.02
+  base = {"optax_name": "sgd", "lr": lr,
+          "schedule": {"decay_type": "constant"}}
+  params = _agc_params()
+  grads = _agc_grads(params)
+  (u,), _ = _run(dict(base, agc={"clip": clip}), [grads], params=params)
+  want = jax.tree.map(lambda g, p: -lr * _numpy_agc(g, p, clip, 1e-3),
+                      grads, params)
+  want["head"] = jax.tree.map(lambda g: -lr * np.asarray(g), grads["head"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7), u, want)
+  # Off: absent, None, or clip None / 0.
+  (ref,), _ = _run(base, [grads], params=params)
+  for agc in (None, {"clip": None}, {"clip": 0.0, "eps": 0.1}):
+    (got,), _ = _run(dict(base, agc=agc), [grads], params=params)
+    jax.tree.map(np.testing.assert_array_equal, got, ref)
+
+
+def test_agc_config_keys_checked():
+  with pytest.raises(ValueError, match=r"config\.agc\.clipping"):
+    _make({"agc": {"clipping": 0.01}})
+  with pytest.raises(ValueError, match=r"config\.agc\.exclude"):
+    _make({"agc": {"clip": 0.01, "exclude": "head/("}})
+  with pytest.raises(KeyError, match=r"config\.agc\.epsilon"):
+    config_lib.check_and_fill({"agc": {"clip": 0.1, "epsilon": 1.0}},
+                              optim.DEFAULTS)
+  filled = config_lib.check_and_fill({"agc": {"clip": 0.01}},
+                                     optim.DEFAULTS)
+  assert filled.agc.to_dict() == {"clip": 0.01, "eps": 1e-3,
+                                  "exclude": "^head/"}
+  assert config_lib.check_and_fill({}, optim.DEFAULTS).agc.clip is None
+  assert config_lib.check_and_fill({"agc": None}, optim.DEFAULTS).agc is None
+
+
+def test_agc_needs_params():
+  tx = optim.adaptive_grad_clip(0.01)
+  with pytest.raises(ValueError, match="needs the params"):
+    tx.update(_agc_grads(_agc_params()), tx.init(None))
+
+
+def test_nfnet_trains_with_agc_through_train_step():
+  from big_vision_like import step as step_lib  # pylint: disable=C0415
+  from big_vision_like.models import nfnet  # pylint: disable=C0415
+  from big_vision_like.registry import LOSSES  # pylint: disable=C0415
+  lr, clip, momentum = 0.2, 0.01, 0.9
+  config = config_lib.check_and_fill({
+      "optax_name": "sgd", "optax": {"momentum": momentum, "nesterov": True},
+      "lr": lr, "schedule": {"decay_type": "constant"},
+      "agc": {"clip": clip}}, optim.DEFAULTS)
+  # F0 at 1/8 width with one block per stage (the train step of all 12
+  # blocks takes ~3x longer to compile on CPU).
+  model = nfnet.Model(4, variant="F0", width_mult=0.125, depths=(1, 1, 1, 1),
+                      dropout=0.0)
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32),
+           "labels": jnp.asarray([1, 3])}
+  # rbg: XLA:CPU compiles the threefry init of a deep model very slowly.
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"),
+                               batch["image"])["params"]
+  tx, sched_fns = optim.make_optimizer(config, params, total_steps=10,
+                                       batch_size=2)
+  step_fn = jax.jit(step_lib.make_train_step(
+      model, LOSSES.get("softmax_xent"), tx, sched_fns[0][1],
+      model_inputs=("image",), seed=0))
+  state = {"params": params, "opt": tx.init(params),
+           "step": jnp.zeros([], jnp.int32)}
+  losses, states = [], [state]
+  for _ in range(6):
+    state, metrics = step_fn(state, batch)
+    losses.append(float(metrics["loss"]))
+    states.append(state)
+  assert np.all(np.isfinite(losses)), losses
+  assert losses[-1] < losses[0] - 0.1, losses
+  # The head starts at zero, so the first step moves only the head; the
+  # second moves each other unit by -lr * (1 + momentum) * clipped grad
+  # (nesterov, zero trace), i.e. by at most lr * (1 + momentum) * clip *
+  # max(|unit|, eps); AGC is active, so some units move exactly that much.
+  ratios = []
+  for name, p0, p1, p2 in zip(tree_util.tree_names(params),
+                              *(jax.tree.leaves(s["params"])
+                                for s in states[:3])):
+    if name.startswith("head/"):
+      continue
+    np.testing.assert_array_equal(p1, p0, err_msg=name)
+    limit = lr * (1 + momentum) * clip * np.maximum(
+        optim.unitwise_norm(p1), 1e-3)
+    ratios.append(float(np.max(optim.unitwise_norm(p2 - p1) / limit)))
+  assert max(ratios) <= 1 + 1e-4
+  assert max(ratios) > 0.99
