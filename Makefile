@@ -2,7 +2,11 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Extras `make test` installs; CI adds `torch` (PyTorch references of the
+# converter tests, ~5 GB), which are skipped without it.
+TEST_EXTRAS ?= test
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
 DEMO_WORKDIR ?= workdirs/demo_vit_digits
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
@@ -13,7 +17,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): setup.py | $(PY)
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[$(TEST_EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -37,8 +37,13 @@ _DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
 
 
-def _flops(compiled):
-  cost = compiled.cost_analysis()
+def _flops(lowered):
+  """XLA's FLOP count of a lowered (unoptimised, unpartitioned) step.
+
+  The count is of the whole computation and the same on every platform; a
+  GPU executable's own cost analysis misses the matmuls given to cuBLAS.
+  """
+  cost = lowered.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return float(cost["flops"])
@@ -68,9 +73,7 @@ def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
                    mesh=None):
   """Returns (seconds per step, FLOPs per step) of a model's train step.
 
-  FLOPs are XLA's count for one device's program times the number of
-  devices (work replicated on every device, like the update of replicated
-  params, is counted on each).
+  FLOPs are XLA's count for the whole global step (see `_flops`).
   """
   mesh = mesh or sharding.make_mesh()
   model = MODELS.get(model_name)(num_classes=1000, variant=variant,
@@ -91,10 +94,11 @@ def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
   batch = jax.device_put({"image": images, "labels": labels}, batch_sh)
   step = step_lib.make_train_step(model, LOSSES.get("softmax_xent"), tx,
                                   scheds[0][1], model_inputs=("image",), seed=0)
-  compiled = jax.jit(step, in_shardings=(state_sh, batch_sh),
-                     out_shardings=(state_sh, sharding.replicated(mesh)),
-                     donate_argnums=0).lower(state, batch).compile()
-  flops = _flops(compiled) * mesh.size  # Cost analysis is per device.
+  lowered = jax.jit(step, in_shardings=(state_sh, batch_sh),
+                    out_shardings=(state_sh, sharding.replicated(mesh)),
+                    donate_argnums=0).lower(state, batch)
+  flops = _flops(lowered)
+  compiled = lowered.compile()
   state, _ = compiled(state, batch)  # Warm-up.
   times = []
   for _ in range(steps):
