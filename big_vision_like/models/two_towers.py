@@ -104,9 +104,9 @@ def Model(image=None, text=None, image_model="vit",  # pylint: disable=C0103
 
   Args:
     image: dict of image-tower kwargs, e.g. dict(variant="B/16",
-      pool_type="map"). With `image_model="vit"` and an image head
-      (out_dim[0] set), `head_zeroinit` defaults to False: a zero head would
-      make every image embedding zero.
+      pool_type="map"). With an image head (out_dim[0] set) on a model that
+      has `head_zeroinit` (vit, nfnet), it defaults to False: a zero head
+      would make every image embedding zero.
     text: dict of text-tower kwargs, e.g. dict(variant="B", vocab_size=32_000).
     image_model: registered name of the image tower.
     text_model: registered name of the text tower.
@@ -125,14 +125,14 @@ def Model(image=None, text=None, image_model="vit",  # pylint: disable=C0103
     raise ValueError(f"two_towers: out_dim must be (image, text), got "
                      f"{out_dim}.")
   image, text = _as_dict(image, "image"), _as_dict(text, "text")
-  if image_model == "vit" and out_dim[0]:
-    image.setdefault("head_zeroinit", False)
   for what, name, kw, dim in (("image", image_model, image, out_dim[0]),
                               ("text", text_model, text, out_dim[1])):
     try:  # Unknown tower kwargs fail here, not at the first init.
-      MODELS.get(name)(num_classes=dim, **kw)
+      tower = MODELS.get(name)(num_classes=dim, **kw)
     except TypeError as e:
       raise TypeError(f"two_towers {what} tower ({name!r}): {e}") from None
+    if what == "image" and dim and hasattr(tower, "head_zeroinit"):
+      image.setdefault("head_zeroinit", False)
   return _Model(image=image, text=text, image_model=image_model,
                 text_model=text_model, out_dim=out_dim,
                 temperature_init=temperature_init, bias_init=bias_init)
