@@ -244,8 +244,11 @@ class _FileSource:
   labels) and `load` the files afterwards, so resuming reads no images.
   """
 
-  def __init__(self, root, *, skip_bad=False, check_images=True):
-    self.root = root
+  def __init__(self, root, *, data_dir=None, skip_bad=False,
+               check_images=True):
+    """Indexes the source at `root` (relative to `data_dir`)."""
+    self.class_names = None  # Subclasses' _read_index may set them.
+    self.root = _resolve_root(root, data_dir)
     self.skip_bad = skip_bad
     self.check_images = check_images
     self._listed = self._listing()
@@ -409,13 +412,6 @@ def _describe(index, i, split):
 class ImageFolderSource(_FileSource):
   """`ROOT/SPLIT/CLASS/*.jpg` trees (see the module docstring)."""
 
-  def __init__(self, root, *, data_dir=None, skip_bad=False,
-               check_images=True):
-    """Indexes the image files below `root` (relative to `data_dir`)."""
-    self.class_names = None
-    super().__init__(_resolve_root(root, data_dir), skip_bad=skip_bad,
-                     check_images=check_images)
-
   def _listing(self):
     """((split, ((class, (image paths below it)), ...)), ...), sorted."""
     splits = [s for s in _listdir(self.root)
@@ -468,13 +464,6 @@ def _list_images(directory):
 @registry.DATASETS.register("jsonl")
 class JsonlSource(_FileSource):
   """`ROOT/SPLIT.jsonl` index files (see the module docstring)."""
-
-  def __init__(self, root, *, data_dir=None, skip_bad=False,
-               check_images=True):
-    """Reads and checks the JSONL files of `root` (relative to `data_dir`)."""
-    self.class_names = None
-    super().__init__(_resolve_root(root, data_dir), skip_bad=skip_bad,
-                     check_images=check_images)
 
   def _listing(self):
     """((file, md5 of its bytes), ...) of SPLIT.jsonl and classnames.txt."""
