@@ -480,3 +480,36 @@ def test_nfnet_trains_with_agc_through_train_step():
     ratios.append(float(np.max(optim.unitwise_norm(p2 - p1) / limit)))
   assert max(ratios) <= 1 + 1e-4
   assert max(ratios) > 0.99
+
+
+def test_vit_attention_only_schedule_freezes_all_but_attention_and_head():
+  from big_vision_like.models import vit  # pylint: disable=C0415
+  model = vit.Model(3, variant="mu/4", depth=1, parallel=2)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 8, 8, 3)))["params"]
+  params = jax.tree.map(lambda s: jnp.full(s.shape, 0.5, s.dtype), shapes)
+  config = {"optax_name": "adamw", "lr": 0.1, "wd": 0.1,
+            "schedule": vit.attention_only_schedule("cosine")}
+  _, sched_fns = optim.make_optimizer(config, params, total_steps=100,
+                                      batch_size=8)
+  assert len(sched_fns) == 1  # One trained group.
+  grads = jax.tree.map(jnp.ones_like, params)
+  (updates,), state = _run(config, [grads], params=params)
+  names = tree_util.tree_names(params)
+  trained = {n for n in names if "/MultiHeadDotProductAttention_" in n
+             or n.startswith("head/")}
+  assert len(trained) == 2 * 8 + 2  # 2 attentions x {q,k,v,out} x {w,b}.
+  new = optax.apply_updates(params, updates)
+  changed = {n for n, a, b in zip(names, jax.tree.leaves(params),
+                                  jax.tree.leaves(new))
+             if np.any(np.asarray(a) != np.asarray(b))}
+  assert changed == trained
+  for name, u in zip(names, jax.tree.leaves(updates)):
+    assert np.all(np.asarray(u) != 0) == (name in trained), name
+  frozen = optim.frozen_mask(config, params)
+  assert {n for n, f in zip(names, jax.tree.leaves(frozen)) if not f} == (
+      trained)
+  live = sum(p.size for n, p in zip(names, jax.tree.leaves(params))
+             if n in trained)
+  state_size = sum(np.size(x) for x in jax.tree.leaves(state))
+  assert state_size == 2 * live + 2  # Adam's mu, nu of trained + 2 counts.

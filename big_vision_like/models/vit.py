@@ -17,8 +17,29 @@ off by default so big_vision params and outputs are unchanged:
   QuickGELU, x * sigmoid(1.702 x)).
 - `norm_eps`: the epsilon of every LayerNorm (default 1e-6 as big_vision;
   torch's and open_clip's default is 1e-5).
+
+The two options of "Three things everyone should know about Vision
+Transformers" (Touvron et al. 2022):
+
+- `parallel=P` (default 1, big_vision's block): each encoder block computes
+  `x = x + sum_k attn_k(LN_k(x))`, then `x = x + sum_k mlp_k(LN'_k(x))` over
+  k = 0..P-1 branches, each with its own dropout, LayerScale and drop-path
+  mask. E.g. a ViT-S with 2 branches and half the depth (as many params as
+  S/16): `Model(variant="S/16", depth=6, parallel=2)`. Params of
+  `Transformer/encoderblock_{i}` (scanned: `Transformer/encoderblock`, with a
+  leading depth axis): attention branch k has `LayerNorm_{k}`,
+  `MultiHeadDotProductAttention_{k}` (and `LayerScale_{k}`), MLP branch k has
+  `LayerNorm_{P+k}`, `MlpBlock_{k}` (and `LayerScale_{P+k}`). P = 1 gives
+  big_vision's `LayerNorm_0`, `MultiHeadDotProductAttention_0`, `LayerNorm_1`,
+  `MlpBlock_0`.
+- Fine-tuning the attention only: `attention_only_schedule(...)` is a
+  `config.schedule` (see optim.py) that trains the encoder's attention
+  weights (and, by default, the head) and freezes all else: frozen params get
+  no gradient, no optimizer state and no update.
 """
 
+import functools
+import operator
 import re
 from typing import Any
 
@@ -122,7 +143,12 @@ class LayerScale(nn.Module):
 
 
 class Encoder1DBlock(nn.Module):
-  """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+  """Pre-LN block: x + sum_k attn_k(LN_k(x)), then x + sum_k mlp_k(LN'_k(x)).
+
+  k runs over `parallel` branches (1: big_vision's sequential block); see the
+  module docstring for the param names. Each branch has its own dropout,
+  LayerScale and drop-path mask.
+  """
   mlp_dim: int | None = None
   num_heads: int = 12
   dropout: float = 0.0
@@ -130,17 +156,38 @@ class Encoder1DBlock(nn.Module):
   dtype_mm: str = "float32"
   gelu: str = "tanh"
   norm_eps: float = 1e-6
+  parallel: int = 1
 
-  def _branch(self, y, drop_path_rate, deterministic):
+  def _branch(self, y, index, drop_path_rate, deterministic):
+    """Dropout, LayerScale_{index} and drop-path of one residual branch."""
     y = nn.Dropout(rate=self.dropout)(y, deterministic)
     if self.layerscale is not None:
-      y = LayerScale(self.layerscale)(y)
+      y = LayerScale(self.layerscale, name=f"LayerScale_{index}")(y)
     # A Python 0.0 means "off"; a traced rate (scan) is always applied.
     static_zero = (isinstance(drop_path_rate, (int, float))
                    and not drop_path_rate)
     if not deterministic and not static_zero:
       y = _drop_path(y, drop_path_rate, self.make_rng("dropout"))
     return y
+
+  def _attention(self, x, k, mask, deterministic):
+    """Attention branch k: x [B, L, D] -> attn_k(LN_k(x)) [B, L, D]."""
+    y = nn.LayerNorm(epsilon=self.norm_eps, name=f"LayerNorm_{k}")(x)
+    return nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads,
+        kernel_init=nn.initializers.xavier_uniform(),
+        dtype=common.to_dtype(self.dtype_mm),
+        attention_fn=common.dot_product_attention,
+        name=f"MultiHeadDotProductAttention_{k}",
+    )(y, y, mask=mask, deterministic=deterministic)  # [B, L, D]
+
+  def _mlp(self, x, k, deterministic):
+    """MLP branch k: x [B, L, D] -> mlp_k(LN'_k(x)) [B, L, D]."""
+    y = nn.LayerNorm(epsilon=self.norm_eps,
+                     name=f"LayerNorm_{self.parallel + k}")(x)
+    return MlpBlock(mlp_dim=self.mlp_dim, dropout=self.dropout,
+                    dtype_mm=self.dtype_mm, gelu=self.gelu,
+                    name=f"MlpBlock_{k}")(y, deterministic)  # [B, L, D]
 
   @nn.compact
   def __call__(self, x, drop_path_rate=0.0, deterministic=True, mask=None):
@@ -153,20 +200,16 @@ class Encoder1DBlock(nn.Module):
       mask: optional bool attention mask broadcastable to [B, H, L, L]
         (True: attend), e.g. [B, 1, 1, L] to ignore padding keys.
     """
-    y = nn.LayerNorm(epsilon=self.norm_eps)(x)
-    y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads,
-        kernel_init=nn.initializers.xavier_uniform(),
-        dtype=common.to_dtype(self.dtype_mm),
-        attention_fn=common.dot_product_attention,
-    )(y, y, mask=mask, deterministic=deterministic)  # [B, L, D]
-    x = x + self._branch(y, drop_path_rate, deterministic)
-
-    y = nn.LayerNorm(epsilon=self.norm_eps)(x)
-    y = MlpBlock(mlp_dim=self.mlp_dim, dropout=self.dropout,
-                 dtype_mm=self.dtype_mm, gelu=self.gelu)(
-                     y, deterministic)  # [B, L, D]
-    x = x + self._branch(y, drop_path_rate, deterministic)
+    p = self.parallel
+    if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
+      raise ValueError(f"parallel={p!r}: expected an int >= 1 (the number "
+                       "of parallel attention and MLP branches per block).")
+    ys = [self._branch(self._attention(x, k, mask, deterministic), k,
+                       drop_path_rate, deterministic) for k in range(p)]
+    x = x + functools.reduce(operator.add, ys)  # [B, L, D]
+    ys = [self._branch(self._mlp(x, k, deterministic), p + k,
+                       drop_path_rate, deterministic) for k in range(p)]
+    x = x + functools.reduce(operator.add, ys)  # [B, L, D]
     return x, None
 
 
@@ -183,6 +226,7 @@ class Encoder(nn.Module):
   remat_policy: str = "nothing_saveable"
   gelu: str = "tanh"
   norm_eps: float = 1e-6
+  parallel: int = 1  # branches per block; see Encoder1DBlock
 
   @nn.compact
   def __call__(self, x, deterministic=True, mask=None):
@@ -195,7 +239,7 @@ class Encoder(nn.Module):
     kw = {"mlp_dim": self.mlp_dim, "num_heads": self.num_heads,
           "dropout": self.dropout, "layerscale": self.layerscale,
           "dtype_mm": self.dtype_mm, "gelu": self.gelu,
-          "norm_eps": self.norm_eps}
+          "norm_eps": self.norm_eps, "parallel": self.parallel}
     rates = np.linspace(0.0, self.drop_path, self.depth)  # stochastic depth
     if self.scan:
       policy = getattr(jax.checkpoint_policies, self.remat_policy, None)
@@ -273,6 +317,7 @@ class _Model(nn.Module):
   norm_pre: bool = False  # LayerNorm `norm_pre` before the encoder (CLIP)
   gelu: str = "tanh"  # see GELUS
   norm_eps: float = 1e-6  # of every LayerNorm
+  parallel: int = 1  # attention / MLP branches per block ("Three things")
 
   def _posemb(self, h, w, d):
     if self.posemb == "learn":
@@ -325,7 +370,7 @@ class _Model(nn.Module):
         drop_path=self.drop_path, layerscale=self.layerscale,
         dtype_mm=self.dtype_mm, scan=self.scan,
         remat_policy=self.remat_policy, gelu=self.gelu,
-        norm_eps=self.norm_eps, name="Transformer",
+        norm_eps=self.norm_eps, parallel=self.parallel, name="Transformer",
     )(x, deterministic=not train)
     out.update(enc_out)
     out["encoded"] = x  # [B, L, D]
@@ -351,6 +396,48 @@ def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=C0103
 
 
 MODELS.register("vit", Model)
+
+# Every attention of the encoder, unscanned (`encoderblock_{i}`) or scanned.
+ATTENTION_REGEX = (r"Transformer/encoderblock(?:_\d+)?/"
+                   r"MultiHeadDotProductAttention_\d+/.*")
+# The classifier and what feeds it (pre-logits, attention pooling).
+HEAD_REGEX = r"(?:head|pre_logits|MAPHead_0)/.*"
+
+
+def attention_only_schedule(schedule="cosine", *, head=True,
+                            pos_embedding=False, embedding=False, extra=(),
+                            prefix=""):
+  """`config.schedule` fine-tuning only the attention ("Three things", Sec. 4).
+
+  Example: `config.schedule = vit.attention_only_schedule(
+  dict(decay_type="cosine", warmup_steps=500), pos_embedding=True)`.
+
+  Args:
+    schedule: the schedule of the trained params: a decay type ("cosine",
+      ...) or a full schedule dict (see `optim.make_schedule`).
+    head: also train `head/`, `pre_logits/` and `MAPHead_0/` (`HEAD_REGEX`);
+      needed when the classes change.
+    pos_embedding: also train `pos_embedding` (e.g. at a new resolution).
+    embedding: also train the patch embedding `embedding/{kernel,bias}`.
+    extra: more regexes of params to train (e.g. "cls").
+    prefix: prepended (escaped) to every trained regex, e.g. "img/" for the
+      image tower of a two-tower model.
+
+  Returns:
+    `[(trained_regex, schedule_dict), (".*", None)]`: one schedule group
+    matching `ATTENTION_REGEX` and what the flags add; the final None
+    freezes everything else.
+  """
+  if isinstance(schedule, str):
+    schedule = {"decay_type": schedule}
+  trained = [ATTENTION_REGEX]
+  trained += [HEAD_REGEX] if head else []
+  trained += ["pos_embedding"] if pos_embedding else []
+  trained += [r"embedding/.*"] if embedding else []
+  trained += list(extra)
+  regex = re.escape(prefix) + "(?:" + "|".join(
+      f"(?:{r})" for r in trained) + ")"
+  return [(regex, dict(schedule)), (".*", None)]
 
 
 def _split_key(k):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_vision_like import registry
+from big_vision_like import optim, registry
 from big_vision_like.models import common, vit
 
 IMG = jnp.linspace(-1, 1, 2 * 16 * 16 * 3).reshape(2, 16, 16, 3)  # [B, H, W, C]
@@ -20,6 +20,11 @@ def _flat(params):
 
 def _init(model, img=IMG):
   return model.init(jax.random.PRNGKey(0), img)["params"]
+
+
+def _abstract(model, img=IMG):
+  """The params' ShapeDtypeStructs, without running the init."""
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), img)["params"]
 
 
 def _shapes(model, res=224):
@@ -282,3 +287,155 @@ def test_attention_fn_matches_flax_default():
     np.testing.assert_allclose(
         common.dot_product_attention(q, k, v, **kw),
         flax.linen.dot_product_attention(q, k, v, **kw), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# "Three things everyone should know about Vision Transformers".
+
+PARALLEL = {**TINY, "parallel": 2, "layerscale": 0.5}
+
+
+def _block_keys(parallel, layerscale):
+  """Param names in one `encoderblock` with `parallel` branches."""
+  att = {f"MultiHeadDotProductAttention_{k}/{n}/{w}" for k in range(parallel)
+         for n in ("query", "key", "value", "out") for w in ("kernel", "bias")}
+  mlp = {f"MlpBlock_{k}/Dense_{j}/{w}" for k in range(parallel)
+         for j in range(2) for w in ("kernel", "bias")}
+  norms = {f"LayerNorm_{k}/{w}" for k in range(2 * parallel)
+           for w in ("scale", "bias")}
+  scales = ({f"LayerScale_{k}/scale" for k in range(2 * parallel)}
+            if layerscale else set())
+  return att | mlp | norms | scales
+
+
+def test_parallel_param_names_and_shapes():
+  keys = _flat(_init(vit.Model(5, **PARALLEL)))
+  blocks = {k.split("/", 2)[1] for k in keys if "encoderblock" in k}
+  assert blocks == {"encoderblock_0", "encoderblock_1"}
+  blk = "Transformer/encoderblock_1/"
+  assert {k[len(blk):] for k in keys if k.startswith(blk)} == _block_keys(
+      2, True)
+  for k in range(2):
+    att = f"{blk}MultiHeadDotProductAttention_{k}/"
+    assert keys[att + "query/kernel"].shape == (32, 2, 16)
+    assert keys[att + "out/kernel"].shape == (2, 16, 32)
+    assert keys[f"{blk}MlpBlock_{k}/Dense_0/kernel"].shape == (32, 128)
+    assert keys[f"{blk}MlpBlock_{k}/Dense_1/kernel"].shape == (128, 32)
+  for k in range(4):
+    assert keys[f"{blk}LayerNorm_{k}/scale"].shape == (32,)
+    np.testing.assert_array_equal(keys[f"{blk}LayerScale_{k}/scale"], 0.5)
+  # Explicit parallel=1 is the default block.
+  assert set(_flat(_abstract(vit.Model(5, parallel=1, **TINY)))) == set(
+      _flat(_abstract(vit.Model(5, **TINY))))
+  for bad in (0, 2.0):
+    with pytest.raises(ValueError, match="parallel="):
+      _abstract(vit.Model(parallel=bad, **TINY))
+
+
+def test_parallel_output_is_sum_of_branches():
+  model = vit.Model(**PARALLEL)
+  params = flax.core.unfreeze(_init(model))
+  # Distinct LayerScales, so a branch paired with the wrong one shows.
+  rng = np.random.default_rng(0)
+  for blk in ("encoderblock_0", "encoderblock_1"):
+    for k in range(4):
+      params["Transformer"][blk][f"LayerScale_{k}"]["scale"] = jnp.asarray(
+          rng.uniform(0.2, 2.0, 32), jnp.float32)
+  _, aux = model.apply({"params": params}, IMG)
+
+  def sub(module, p, *args):
+    return module.apply({"params": p}, *args)
+
+  ln = flax.linen.LayerNorm(epsilon=1e-6)
+  attn = flax.linen.MultiHeadDotProductAttention(
+      num_heads=2, attention_fn=common.dot_product_attention)
+  mlp = vit.MlpBlock(mlp_dim=128)
+  x = aux["with_posemb"]  # [B, L, D]
+  for i in range(2):
+    p = params["Transformer"][f"encoderblock_{i}"]
+    scale = lambda j, p=p: p[f"LayerScale_{j}"]["scale"]
+    ys = [scale(k) * sub(attn, p[f"MultiHeadDotProductAttention_{k}"],
+                         *[sub(ln, p[f"LayerNorm_{k}"], x)] * 2)
+          for k in range(2)]
+    x = x + ys[0] + ys[1]
+    ys = [scale(2 + k) * sub(mlp, p[f"MlpBlock_{k}"],
+                             sub(ln, p[f"LayerNorm_{2 + k}"], x))
+          for k in range(2)]
+    x = x + ys[0] + ys[1]
+    np.testing.assert_allclose(aux[f"encoder_{i}"], x, atol=2e-5, rtol=1e-5)
+
+  # Branch 1 silenced (zero out-projections): a parallel=1 model holding
+  # branch 0's params under big_vision's names gives the same output.
+  seq = {**params, "Transformer": {"encoder_norm": params["Transformer"][
+      "encoder_norm"]}}
+  for i in range(2):
+    p = params["Transformer"][f"encoderblock_{i}"]
+    zero = lambda t: jax.tree.map(jnp.zeros_like, t)
+    p["MultiHeadDotProductAttention_1"]["out"] = zero(
+        p["MultiHeadDotProductAttention_1"]["out"])
+    p["MlpBlock_1"]["Dense_1"] = zero(p["MlpBlock_1"]["Dense_1"])
+    seq["Transformer"][f"encoderblock_{i}"] = {
+        "LayerNorm_0": p["LayerNorm_0"], "LayerScale_0": p["LayerScale_0"],
+        "MultiHeadDotProductAttention_0": p["MultiHeadDotProductAttention_0"],
+        "LayerNorm_1": p["LayerNorm_2"], "LayerScale_1": p["LayerScale_2"],
+        "MlpBlock_0": p["MlpBlock_0"]}
+  out2, _ = model.apply({"params": params}, IMG)
+  out1, _ = vit.Model(**{**PARALLEL, "parallel": 1}).apply(
+      {"params": seq}, IMG)
+  np.testing.assert_allclose(out2, out1, atol=1e-6)
+
+
+def test_parallel_scan_matches_unscanned():
+  kw = dict(num_classes=5, head_zeroinit=False, dropout=0.1, drop_path=0.2,
+            **PARALLEL)
+  unscanned, scanned = vit.Model(**kw), vit.Model(scan=True, **kw)
+  params = _init(unscanned)
+  stacked = vit.unscanned_to_scan(params)
+  assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(
+      jnp.shape, _abstract(scanned))
+  keys = _flat(stacked)
+  blk = "Transformer/encoderblock/"
+  assert {k[len(blk):] for k in keys if k.startswith(blk)} == _block_keys(
+      2, True)
+  assert keys[blk + "MlpBlock_1/Dense_0/kernel"].shape == (2, 32, 128)
+  out_u, _ = unscanned.apply({"params": params}, IMG)
+  out_s, _ = scanned.apply({"params": stacked}, IMG)
+  np.testing.assert_allclose(out_s, out_u, atol=1e-5)
+  # Train mode: dropout and per-branch drop-path need and use the rng.
+  rngs = {"dropout": jax.random.PRNGKey(1)}
+  tr, _ = scanned.apply({"params": stacked}, IMG, train=True, rngs=rngs)
+  assert np.all(np.isfinite(tr)) and not np.allclose(tr, out_s, atol=1e-4)
+  with pytest.raises(flax.errors.InvalidRngError):
+    scanned.apply({"params": stacked}, IMG, train=True)
+
+
+def _trained(schedule, params):
+  config = {"schedule": schedule}
+  mask = optim.frozen_mask(config, params)
+  return {k for k, frozen in _flat(mask).items() if not frozen}
+
+
+def test_attention_only_schedule_selects_params():
+  for scan in (False, True):
+    model = vit.Model(5, pool_type="map", rep_size=True, scan=scan, **PARALLEL)
+    params = _abstract(model)
+    names = set(_flat(params))
+    att = {n for n in names if n.startswith("Transformer/encoderblock")
+           and "/MultiHeadDotProductAttention_" in n}
+    assert len(att) == (1 if scan else 2) * 2 * 8
+    heads = {n for n in names if n.split("/")[0] in (
+        "head", "pre_logits", "MAPHead_0")}
+    assert "MAPHead_0/MultiHeadDotProductAttention_0/query/kernel" in heads
+    sched = vit.attention_only_schedule()
+    assert sched[1] == (".*", None) and sched[0][1] == {"decay_type": "cosine"}
+    assert _trained(sched, params) == att | heads
+    assert _trained(vit.attention_only_schedule(head=False), params) == att
+    got = _trained(vit.attention_only_schedule(
+        {"decay_type": "linear", "warmup_steps": 3}, head=False,
+        pos_embedding=True, embedding=True), params)
+    assert got == att | {"pos_embedding", "embedding/kernel", "embedding/bias"}
+    norm = {"Transformer/encoder_norm/scale", "Transformer/encoder_norm/bias"}
+    tower = _trained(vit.attention_only_schedule(
+        prefix="img/", extra=(r"Transformer/encoder_norm/.*",)),
+        {"img": params, "txt": params})
+    assert tower == {"img/" + n for n in att | heads | norm}
