@@ -26,6 +26,10 @@ from big_vision_like.datasets import shapes
 TOKENIZE = ('tokenize(max_len=16, eos="sticky", model="bvl_shapes", '
             'pad_value=0, inkey="{inkey}", outkey="labels")')
 PP_IMAGE = "decode|value_range(-1, 1)"
+# 100k training images (5 epochs in 1,500 steps): with the 20k of the default
+# config, small shapes overfit (zero-shot 93% on train images, 78% on test).
+# Validation and test images are the same as the default config's.
+DATA = "bvl_shapes/32px_100k"
 
 
 def get_config(arg=None):
@@ -40,7 +44,7 @@ def get_config(arg=None):
   # Decoding and tokenising every caption is deterministic: done once and
   # cached; each step only picks one caption per image.
   c.input = dict(
-      data=dict(name="bvl_shapes", split="train"),
+      data=dict(name=DATA, split="train"),
       batch_size=32 if arg.short else 256,
       shuffle_buffer_size=20_000,
       pp_cached=('decode|' + TOKENIZE.format(inkey="texts").replace(
@@ -68,8 +72,8 @@ def get_config(arg=None):
     c.model.update(temperature_init=1 / 0.07)
 
   c.optax_name = "adamw"
-  c.lr = 1e-3
-  c.wd = 5e-5  # Decoupled: 0.05 x lr in optax.adamw terms; kernels only.
+  c.lr = 2e-3
+  c.wd = 5e-5  # Decoupled (not multiplied by the lr); kernels only.
   c.schedule = dict(warmup_steps=2 if arg.short else 150, decay_type="cosine")
   c.grad_clip_norm = 0.0  # Off (0): norms stay near 2 and clipping at 1 slows.
 
@@ -78,13 +82,13 @@ def get_config(arg=None):
   every = 3 if arg.short else 500
   c.evals = dict(
       zeroshot=dict(
-          type="zeroshot", data=dict(name="bvl_shapes", split="test"),
+          type="zeroshot", data=dict(name=DATA, split="test"),
           pp_fn=f'{PP_IMAGE}|keep("image", "label")',
           pp_txt=TOKENIZE.format(inkey="texts"),
           class_names=list(shapes.CLASS_NAMES),
           templates=list(shapes.TEMPLATES), log_steps=every),
       retrieval=dict(
-          type="retrieval", data=dict(name="bvl_shapes", split="test"),
+          type="retrieval", data=dict(name=DATA, split="test"),
           pp_fn=f'{PP_IMAGE}|' + TOKENIZE.format(inkey="texts").replace(
               '"labels"', '"captions"') + '|keep("image", "captions")',
           dedup_captions=True, log_steps=every),

@@ -1,6 +1,6 @@
 r"""A small ViT trained from scratch on the built-in handwritten digits.
 
-The spine's demo (`make demo`): scikit-learn's 1,797 real 8x8 digits, as the
+`make demo-digits`: scikit-learn's 1,797 real 8x8 digits, as the
 built-in TFDS dataset `bvl_digits` (train 1,257 / validation 180 / test 360).
 Trained on train+validation, upsampled to 16x16 through a random affine
 resampling (rotation +-10 deg, zoom +-10%, shift +-1 source pixel); ViT with

@@ -37,6 +37,7 @@ Configs (`bvl_shapes/<name>`):
 | config           | res | train  | validation | test  |
 |------------------|-----|--------|------------|-------|
 | `32px` (default) | 32  | 20,000 | 1,000      | 1,000 |
+| `32px_100k`      | 32  | 100,000 | 1,000     | 1,000 |
 | `64px`           | 64  | 20,000 | 1,000      | 1,000 |
 | `small`          | 32  | 200    | 50         | 50    |
 
@@ -243,6 +244,9 @@ class BvlShapes(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       BvlShapesConfig(name="32px", description="32x32, 20k/1k/1k examples.",
                       res=32),
+      BvlShapesConfig(name="32px_100k", description="32x32, 100k/1k/1k "
+                      "examples (the same validation and test images as "
+                      "32px).", res=32, num_train=100_000),
       BvlShapesConfig(name="64px", description="64x64, 20k/1k/1k examples.",
                       res=64),
       BvlShapesConfig(name="small", description="32x32, 200/50/50 examples "
