@@ -14,8 +14,10 @@ Command:
   python -m big_vision_like.train \
       --config configs/lit_shapes.py:img_init=path/to/ckpt.npz:img ...
 
-Runtime: 500 steps, about 1.5 minutes on a 2-core CPU (the image tower's
-backward pass is skipped). Result: see the README table.
+Runtime: 500 steps, 117 s of training on a 2-core CPU (the image tower's
+backward pass is skipped), 2026-11-27. Result, image tower from `make demo`:
+zero-shot top-1 92.7% over the 24 classes, image-to-text Recall@1 92.9%
+(identical captions de-duplicated).
 """
 
 import importlib.util
