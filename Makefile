@@ -24,9 +24,14 @@ install: $(STAMP)
 
 # SigLIP pretraining from scratch on the built-in shapes captions; prints
 # zero-shot top-1, retrieval recall and where the checkpoints and logs are.
+# On a CPU the batch is split over DEMO_CPU_DEVICES host devices (data
+# parallel): for these small steps, faster than one device using every core.
+# Without effect on a GPU or TPU.
+DEMO_CPU_DEVICES ?= 2
 demo: $(STAMP)
-	$(PY) -m big_vision_like.train --config configs/siglip_shapes.py \
-	    --workdir $(DEMO_WORKDIR)
+	XLA_FLAGS="--xla_force_host_platform_device_count=$(DEMO_CPU_DEVICES) \
+	    $$XLA_FLAGS" $(PY) -m big_vision_like.train \
+	    --config configs/siglip_shapes.py --workdir $(DEMO_WORKDIR)
 
 # A small ViT classifier on the built-in digits (about two minutes).
 demo-digits: $(STAMP)

@@ -100,8 +100,16 @@ def _load_orbax(path):
       raise FileNotFoundError(f"No complete checkpoint in {path}.")
     path = os.path.join(path, str(step))
     manager.close()
-  state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
-  return jax.tree.map(np.asarray, state["params"])
+  path = os.path.join(path, "state")
+  # As host numpy arrays: the saving run's devices and shardings may differ
+  # from this one's (e.g. saved on 2 devices, loaded on 1).
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(
+        path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  return state["params"]
 
 
 def load_params(path):

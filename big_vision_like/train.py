@@ -49,6 +49,7 @@ DEFAULTS = {
         "shuffle_buffer_size": 10_000,
         "cache_raw": False,
         "pp_cached": "",  # Deterministic pp run once and cached, before pp.
+        "pp_cached_batched": "",  # Same, on chunks of examples (tokenize).
         "prefetch": 2,
     },
     "model_name": REQUIRED,
@@ -130,6 +131,7 @@ class _Setup:
         shuffle_buffer_size=self.config.input.shuffle_buffer_size,
         cache_raw=self.config.input.cache_raw,
         pp_cached=self.config.input.pp_cached or None,
+        pp_cached_batched=self.config.input.pp_cached_batched or None,
         prefetch=self.config.input.prefetch)
 
   def example_inputs(self):
@@ -147,7 +149,8 @@ class _Setup:
           global_batch_size=self.batch_size, seed=self.config.seed,
           process_index=jax.process_index(),
           process_count=jax.process_count(), shuffle_buffer_size=1,
-          pp_cached=self.config.input.pp_cached or None)
+          pp_cached=self.config.input.pp_cached or None,
+          pp_cached_batched=self.config.input.pp_cached_batched or None)
       batch = next(ds.take(1).as_numpy_iterator())
       shapes = {k: batch[k].shape[1:] for k in self.config.model_inputs}
     return [jnp.zeros((1, *shapes[k]), spec[k].dtype.as_numpy_dtype)

@@ -1,6 +1,8 @@
 """Tests for orbax checkpoints (sharded, atomic, retention) and load_params."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -91,3 +93,19 @@ def test_load_params_from_workdir(tmp_path):
                tmp_path / "checkpoints" / "5"):
     params = checkpoint.load_params(str(path))
     np.testing.assert_array_equal(params["w"], np.arange(32.0).reshape(8, 4) * 2)
+
+
+def test_load_params_saved_on_other_devices(tmp_path):
+  """A checkpoint saved sharded over 8 devices loads in a 1-device process."""
+  state, _ = _state(sharding.make_mesh(), scale=3.0)
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  ckpt.save(2, state, {"step": 2})
+  ckpt.close()
+  code = ("import jax, numpy as np; from big_vision_like import checkpoint; "
+          f"w = checkpoint.load_params({str(tmp_path)!r})['w']; "
+          "print(jax.device_count(), type(w).__name__, float(np.sum(w)))")
+  env = {**os.environ,
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out[-3:] == ["1", "ndarray", str(3.0 * sum(range(32)))]

@@ -251,3 +251,24 @@ def test_mixture_errors(source):
     _train([(source, "train", 0.0)], 1, split=None, pp="")
   with pytest.raises(ValueError, match="split"):
     _train([(source, "train", 1.0)], 1, split="train", pp="")
+
+
+def test_pp_cached_batched_equals_per_example(monkeypatch):
+  """Tokenising chunks of cached examples gives the per-example batches."""
+  monkeypatch.setattr(ip, "_CACHED_CHUNK", 64)  # 200 = 3 x 64 + 8.
+  tok = ('tokenize(max_len=12, eos="sticky", model="bvl_shapes", '
+         'pad_value=0, inkey="texts", outkey="captions")')
+  kw = dict(pp='choice(inkey="captions", outkey="labels")', seed=0,
+            global_batch_size=16, process_index=0, process_count=1)
+  per_example = _batches(ip.make_train_dataset(
+      "bvl_shapes/small", "train", pp_cached=f'decode|{tok}|keep("captions")',
+      **kw), 15)  # 240 examples: into the second epoch.
+  chunked = _batches(ip.make_train_dataset(
+      "bvl_shapes/small", "train", pp_cached='decode|keep("texts")',
+      pp_cached_batched=f'{tok}|keep("captions")', **kw), 15)
+  _assert_same(per_example, chunked)
+  assert per_example[0]["captions"].shape == (16, 5, 12)
+  with pytest.raises(ValueError, match="single sources"):
+    ip.make_train_dataset([("bvl_digits", "train", 1)], pp="",
+                          pp_cached_batched="lower", **{
+                              k: v for k, v in kw.items() if k != "pp"})

@@ -34,6 +34,7 @@ def _config(loss, batch_size, examples, seed):
   spec.loader.exec_module(module)
   c = module.get_config(f"loss={loss}")
   c.seed = seed
+  c.lr = 2e-3  # The study's learning rate, whatever the demo's.
   c.total_steps = max(1, examples // batch_size)
   c.input.batch_size = batch_size
   c.schedule.warmup_steps = max(1, c.total_steps // 10)
