@@ -34,7 +34,9 @@ def _config(loss, batch_size, examples, seed):
   spec.loader.exec_module(module)
   c = module.get_config(f"loss={loss}")
   c.seed = seed
-  c.lr = 2e-3  # The study's learning rate, whatever the demo's.
+  # The study's learning rate and image MLP width, whatever the demo's.
+  c.lr = 2e-3
+  c.model.image.mlp_dim = 512
   c.total_steps = max(1, examples // batch_size)
   c.input.batch_size = batch_size
   c.schedule.warmup_steps = max(1, c.total_steps // 10)
