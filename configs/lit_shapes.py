@@ -14,10 +14,10 @@ Command:
   python -m big_vision_like.train \
       --config configs/lit_shapes.py:img_init=path/to/ckpt.npz:img ...
 
-Runtime: 500 steps (batch 256, lr 2e-3), 60 s of training on a 2-core CPU
+Runtime: 500 steps (batch 256, lr 2e-3), 66 s of training on a 2-core CPU
 (the image tower's backward pass is skipped), 2026-11-27. Result, image
-tower from `make demo` (94.8% zero-shot itself): zero-shot top-1 94.5% over
-the 24 classes, image-to-text Recall@1 95.8% (identical captions
+tower from `make demo` (94.5% zero-shot itself): zero-shot top-1 94.9% over
+the 24 classes, image-to-text Recall@1 95.1% (identical captions
 de-duplicated).
 """
 
