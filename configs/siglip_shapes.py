@@ -23,8 +23,9 @@ about a minute preparing the data. Result (sigmoid, seed 0): zero-shot top-1
 94.5% over the 24 colour x shape classes of the 1,000 test images;
 image-to-text Recall@1 95.3% with identical caption strings de-duplicated
 (10.8% without). Seeds 1, 2, 3 (`--config.seed=N`): 95.2% / 96.3% (381 s),
-95.0% / 97.1% (382 s), 93.5% / 95.4% (368 s). The errors (analysed for an earlier config)
-are mostly small circles vs small squares, whose areas differ by 8% at 32 px.
+95.0% / 97.1% (382 s), 93.5% / 95.4% (368 s). The errors (analysed for an
+earlier config) are mostly small circles vs small squares, whose areas
+differ by 8% at 32 px.
 
 How the recipe was chosen (an in-memory replica of this run on one H100:
 same model, loss, optimizer and data, its own data order; 2-8 seeds per
@@ -50,7 +51,8 @@ TOKENIZE = ('tokenize(max_len=16, eos="sticky", model="bvl_shapes", '
             'pad_value=0, inkey="texts", outkey="{outkey}")')
 PP_IMAGE = "decode|value_range(-1, 1)"
 # 100k training images (4 epochs in 3,100 steps): with the 20k of the
-# default config, small shapes overfit (zero-shot 93% on train images, 78% on test).
+# default config, small shapes overfit (zero-shot 93% on train images, 78% on
+# test).
 # Validation and test images are the same as the default config's.
 DATA = "bvl_shapes/32px_100k"
 
