@@ -101,14 +101,15 @@ def _load_orbax(path):
     path = os.path.join(path, str(step))
     manager.close()
   path = os.path.join(path, "state")
-  # As host numpy arrays: the saving run's devices and shardings may differ
-  # from this one's (e.g. saved on 2 devices, loaded on 1).
+  # Only the params (not the optimizer state), as host numpy arrays: the
+  # saving run's devices and shardings may differ from this one's (e.g. saved
+  # on 2 devices, loaded on 1).
   with ocp.PyTreeCheckpointer() as checkpointer:
-    tree = checkpointer.metadata(path).item_metadata.tree
+    item = {"params": checkpointer.metadata(path).item_metadata.tree["params"]}
     as_numpy = jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    state = checkpointer.restore(
-        path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=as_numpy, partial_restore=True))
   return state["params"]
 
 

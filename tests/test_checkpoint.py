@@ -95,6 +95,27 @@ def test_load_params_from_workdir(tmp_path):
     np.testing.assert_array_equal(params["w"], np.arange(32.0).reshape(8, 4) * 2)
 
 
+def test_load_params_reads_only_the_params(tmp_path, monkeypatch):
+  """The optimizer state (here a big `opt` leaf) is not restored."""
+  state, _ = _state(sharding.make_mesh(), scale=2.0)
+  state["opt"] = {"mu": jnp.ones((64, 64))}
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  ckpt.save(1, state, {"step": 1})
+  ckpt.close()
+  restored = []
+  real_restore = checkpoint.ocp.PyTreeCheckpointer.restore
+
+  def spy(self, *args, **kwargs):
+    out = real_restore(self, *args, **kwargs)
+    restored.append(out)
+    return out
+
+  monkeypatch.setattr(checkpoint.ocp.PyTreeCheckpointer, "restore", spy)
+  params = checkpoint.load_params(str(tmp_path))
+  np.testing.assert_array_equal(params["w"], np.arange(32.0).reshape(8, 4) * 2)
+  assert [sorted(tree) for tree in restored] == [["params"]]
+
+
 def test_load_params_saved_on_other_devices(tmp_path):
   """A checkpoint saved sharded over 8 devices loads in a 1-device process."""
   state, _ = _state(sharding.make_mesh(), scale=3.0)
