@@ -122,9 +122,9 @@ class _Setup:
         workdir, keep_last=config.keep_ckpt,
         keep_every=config.keep_ckpt_steps)
 
-  def train_dataset(self, start_step):
-    return input_pipeline.make_train_dataset(
-        self.source, self.split, pp=self.pp_fn,
+  def train_dataset(self, start_step, **overrides):
+    """The train batches from `start_step`; `overrides` of its kwargs."""
+    kwargs = dict(
         global_batch_size=self.batch_size, seed=self.config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=start_step,
@@ -133,6 +133,8 @@ class _Setup:
         pp_cached=self.config.input.pp_cached or None,
         pp_cached_batched=self.config.input.pp_cached_batched or None,
         prefetch=self.config.input.prefetch)
+    return input_pipeline.make_train_dataset(
+        self.source, self.split, pp=self.pp_fn, **{**kwargs, **overrides})
 
   def example_inputs(self):
     """One example of each model input (batch of 1), for initialisation."""
@@ -144,13 +146,8 @@ class _Setup:
     shapes = {k: spec[k].shape[1:] for k in self.config.model_inputs}
     if not all(s.is_fully_defined() for s in shapes.values()):
       # Shapes known only at run time: preprocess one (unshuffled) batch.
-      ds = input_pipeline.make_train_dataset(
-          self.source, self.split, pp=self.pp_fn,
-          global_batch_size=self.batch_size, seed=self.config.seed,
-          process_index=jax.process_index(),
-          process_count=jax.process_count(), shuffle_buffer_size=1,
-          pp_cached=self.config.input.pp_cached or None,
-          pp_cached_batched=self.config.input.pp_cached_batched or None)
+      ds = self.train_dataset(start_step=0, shuffle_buffer_size=1,
+                              cache_raw=False)
       batch = next(ds.take(1).as_numpy_iterator())
       shapes = {k: batch[k].shape[1:] for k in self.config.model_inputs}
     return [jnp.zeros((1, *shapes[k]), spec[k].dtype.as_numpy_dtype)
