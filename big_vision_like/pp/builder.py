@@ -6,6 +6,12 @@ Ops are separated by `|`; each is `name` or `name(args)` with Python literal
 arguments, positional and keyword. `name` is looked up in `registry.PP_OPS`,
 whose entries are factories: `factory(*args, **kwargs) -> fn(data) -> data`.
 
+Arguments are checked when the string is built: `get_preprocess_fn` raises a
+ValueError naming the op, the argument and the pp string for an unknown op
+or keyword, a missing or extra argument, or a value the op's factory rejects
+(e.g. `resize(0)`, `resize(16, 16)`: the second argument is `method`), before
+any data flows.
+
 Randomness: each example may carry `_seed` (an int64 stateless seed, shape
 [2], added by the input pipeline). Before calling op number `i`, the builder
 sets `data["_rng"]` to a seed folded from `_seed` and `i`, so each op of the
@@ -94,6 +100,9 @@ def _make_op(spec, pp_pipeline):
                      f"(signature {name}{sig}) {where}") from None
   try:
     return name, factory(*args, **kwargs)
+  except utils.ArgumentError as e:
+    raise ValueError(f"pp op {name!r}: {e.detail} (op {spec!r} {where})"
+                     ) from None
   except (TypeError, ValueError) as e:
     raise ValueError(f"pp op {name!r}: bad arguments in {spec!r}: {e} "
                      f"{where}") from e

@@ -1,4 +1,7 @@
-"""General pp ops: labels and the bookkeeping of feature-dict keys."""
+"""General pp ops: labels and the bookkeeping of feature-dict keys.
+
+Arguments are checked when an op is built (`utils.check_*`).
+"""
 
 import tensorflow as tf
 
@@ -22,10 +25,20 @@ def get_onehot(depth, key="label", key_result=None, multi=True, on=1.0,
   Returns:
     The op.
   """
+  utils.check_positive_int("onehot", "depth", depth)
+  utils.check_str("onehot", "key", key)
+  utils.check_str("onehot", "key_result", key_result, allow_none=True)
+  utils.check_bool("onehot", "multi", multi)
+  utils.check_number("onehot", "on", on)
+  utils.check_number("onehot", "off", off)
 
   def _onehot(data):
     data = dict(data)
     labels = tf.cast(data[key], tf.int32)
+    # tf.one_hot makes all-zero targets of labels >= depth, silently.
+    tf.debugging.assert_less(
+        labels, depth, message=f"pp op onehot({depth}): a label of `{key}` "
+        f"is >= depth={depth}; set depth to the number of classes")
     out = tf.one_hot(labels, depth, on_value=1.0, off_value=0.0)
     if multi and labels.shape.rank == 1:
       out = tf.reduce_max(out, axis=0)
@@ -38,18 +51,21 @@ def get_onehot(depth, key="label", key_result=None, multi=True, on=1.0,
 @PP_OPS.register("keep")
 def get_keep(*keys):
   """Keeps only `keys` (missing ones are ignored)."""
+  _check_keys("keep", keys)
   return lambda data: {k: v for k, v in data.items() if k in keys}
 
 
 @PP_OPS.register("drop")
 def get_drop(*keys):
   """Removes `keys` (missing ones are ignored)."""
+  _check_keys("drop", keys)
   return lambda data: {k: v for k, v in data.items() if k not in keys}
 
 
 @PP_OPS.register("copy")
 def get_copy(inkey, outkey):
   """Copies `data[inkey]` to `data[outkey]`."""
+  _check_keys("copy", (inkey, outkey), ("inkey", "outkey"))
   return lambda data: {**data, outkey: data[inkey]}
 
 
@@ -59,9 +75,11 @@ def get_rename(inkey=None, outkey=None, /, **old_to_new):
   if (inkey is None) != (outkey is None):
     raise ValueError("rename needs both inkey and outkey, or neither.")
   if inkey is not None:
+    _check_keys("rename", (inkey, outkey), ("inkey", "outkey"))
     old_to_new = {inkey: outkey, **old_to_new}
   if not old_to_new:
     raise ValueError("rename needs at least one key to rename.")
+  _check_keys("rename", old_to_new.values(), old_to_new.keys())
 
   def _rename(data):
     data = dict(data)
@@ -78,6 +96,7 @@ def get_rename(inkey=None, outkey=None, /, **old_to_new):
 @PP_OPS.register("setdefault")
 def get_setdefault(key, value):
   """Sets `data[key] = value` when `key` is absent."""
+  utils.check_str("setdefault", "key", key)
 
   def _setdefault(data):
     data = dict(data)
@@ -88,12 +107,24 @@ def get_setdefault(key, value):
   return _setdefault
 
 
+def _check_keys(op, keys, names=None):
+  """Checks that feature keys are strings; `names` name the arguments."""
+  names = list(names) if names is not None else [
+      f"keys[{i}]" for i in range(len(keys))]
+  for name, key in zip(names, keys):
+    utils.check_str(op, name, key)
+
+
 # Keyed single-tensor helpers, useful on any feature.
 @PP_OPS.register("cast")
 @utils.keyed("image")
 def get_cast(dtype="float32"):
   """Casts to `dtype` (a tf dtype name)."""
-  dtype = tf.dtypes.as_dtype(dtype)
+  try:
+    dtype = tf.dtypes.as_dtype(dtype)
+  except TypeError:
+    raise utils.ArgumentError("cast", "dtype", dtype,
+                              "is not a TensorFlow dtype name") from None
   return lambda x: tf.cast(x, dtype)
 
 

@@ -3,11 +3,24 @@
 Every op reads and writes `data["image"]` unless given `key=` or
 `inkey=`/`outkey=` (see `utils.keyed`).
 
-dtype convention: `resize`, `resize_small`, `resize_long`, `inception_crop`
-and `random_affine` return the input's dtype. Float inputs stay float
-(bit-identical to `tf.image.resize` for float32); integer inputs (uint8
-after `decode`) are rounded to nearest and saturated, not truncated.
+dtype convention (big_vision's): the resampling ops `resize`, `resize_small`,
+`resize_long`, `inception_crop` and `decode_jpeg_and_inception_crop` (given a
+`size`) and `random_affine` return the input's dtype. They resample in
+float32, clip to the range of the input's dtype and cast back with `tf.cast`
+(`utils.cast_back`): integer inputs (uint8 after `decode`) are truncated
+toward zero (4.9 -> 4, 255.6 -> 255), not rounded, exactly as big_vision;
+float32 inputs give `tf.image.resize`'s values bit for bit (float inputs are
+never rounded); `method="nearest"` keeps the input's values. The keyword-only
+option `rounding=True` rounds integer outputs to nearest (halves to even)
+before the clip instead: closer to the float result (by half a level on
+average), but not big_vision's values.
+
+`resize_small` / `resize_long` compute the new sides as big_vision does, in
+float32: `round(side * (size / shorter_or_longer_side))`, halves to even.
 `value_range`, `vgg_value_range` and `clip_value_range` return float32.
+
+Arguments are checked when an op is built (`utils.check_*`), so a bad pp
+string fails in `get_preprocess_fn`, naming the op and the argument.
 """
 
 import math
@@ -16,6 +29,11 @@ import tensorflow as tf
 
 from big_vision_like.pp import utils
 from big_vision_like.registry import PP_OPS
+
+
+# The `method`s of `tf.image.resize` (case matters).
+RESIZE_METHODS = ("area", "bicubic", "bilinear", "gaussian", "lanczos3",
+                  "lanczos5", "mitchellcubic", "nearest")
 
 
 @PP_OPS.register("decode")
@@ -31,6 +49,7 @@ def get_decode(channels=3):
   Returns:
     The tensor function.
   """
+  utils.check_choice("decode", "channels", channels, (1, 3, 4))
 
   def _decode(image):
     if image.dtype != tf.string:
@@ -43,46 +62,108 @@ def get_decode(channels=3):
   return _decode
 
 
-def _resize(image, size, method, antialias):
+def _check_resampling(op, method, antialias, rounding, int_method_hint=""):
+  """Checks the arguments that every resizing op takes.
+
+  Args:
+    op: the op's name, for messages.
+    method: must be one of `RESIZE_METHODS`.
+    antialias: must be a bool.
+    rounding: must be a bool.
+    int_method_hint: added to the message when `method` is an int, which
+      usually means a second size was given where `method` goes.
+  """
+  is_int = isinstance(method, int) and not isinstance(method, bool)
+  hint = f" (the argument after the size is `method`{int_method_hint})"
+  utils.check_choice(op, "method", method, RESIZE_METHODS,
+                     hint if is_int else "")
+  utils.check_bool(op, "antialias", antialias)
+  utils.check_bool(op, "rounding", rounding)
+
+
+def _resize(image, size, method, antialias, rounding):
+  """`tf.image.resize`, then big_vision's clip and cast back to the dtype."""
   out = tf.image.resize(image, size, method=method, antialias=antialias)
-  return utils.cast_like(out, image.dtype)
+  return utils.cast_back(out, image.dtype, rounding)
 
 
-def _resize_side(image, size, side_fn, method, antialias):
-  """Resizes so that side `side_fn([h, w])` becomes `size`, keeping aspect."""
+def _resize_side(image, size, side_fn, method, antialias, rounding):
+  """Resizes so that side `side_fn([h, w])` becomes `size`, keeping aspect.
+
+  The new sides are big_vision's: `round(side * factor)` in float32 (halves
+  to even) with `factor = size / side_fn([h, w])`.
+  """
   hw = tf.cast(tf.shape(image)[:2], tf.float32)
-  ratio = float(size) / side_fn(hw)
-  new_hw = tf.cast(tf.round(hw * ratio), tf.int32)
-  return _resize(image, new_hw, method, antialias)
+  factor = tf.cast(size, tf.float32) / side_fn(hw)
+  new_hw = tf.cast(tf.round(hw * factor), tf.int32)
+  return _resize(image, new_hw, method, antialias, rounding)
 
 
 @PP_OPS.register("resize")
 @utils.keyed("image")
-def get_resize(size, method="bilinear", antialias=False):
-  """Resizes to `size` (int or (h, w)) with `tf.image.resize`, keeping dtype."""
-  size = utils.maybe_repeat(size, 2)
-  return lambda image: _resize(image, size, method, antialias)
+def get_resize(size, method="bilinear", antialias=False, *, rounding=False):
+  """Resizes to `size` with `tf.image.resize`, keeping the dtype.
+
+  Args:
+    size: the new side (int) or (h, w).
+    method: one of `RESIZE_METHODS`.
+    antialias: see `tf.image.resize`.
+    rounding: round integer outputs to nearest instead of truncating them
+      toward zero as big_vision does; see the module docstring.
+
+  Returns:
+    The tensor function.
+  """
+  hw = utils.check_size("resize", "size", size)
+  _check_resampling(
+      "resize", method, antialias, rounding,
+      f"; give (h, w) as one tuple: resize(({size!r}, {method!r}))")
+  return lambda image: _resize(image, hw, method, antialias, rounding)
+
+
+def _get_resize_side(op, size, side_fn, method, antialias, rounding):
+  """The tensor function of `resize_small` or `resize_long`."""
+  utils.check_positive_int(op, "size", size)
+  _check_resampling(op, method, antialias, rounding,
+                    f"; {op} takes one side length")
+  return lambda image: _resize_side(image, size, side_fn, method, antialias,
+                                    rounding)
 
 
 @PP_OPS.register("resize_small")
 @utils.keyed("image")
-def get_resize_small(size, method="area", antialias=False):
-  """Resizes so that the smaller side is `size`, keeping the aspect ratio."""
-  return lambda image: _resize_side(image, size, tf.reduce_min, method,
-                                    antialias)
+def get_resize_small(size, method="area", antialias=False, *,
+                     rounding=False):
+  """Resizes so that the smaller side is `size`, keeping the aspect ratio.
+
+  Defaults follow big_vision (`area` without antialias).
+
+  Args:
+    size: the new length of the smaller side.
+    method: one of `RESIZE_METHODS`.
+    antialias: see `tf.image.resize`.
+    rounding: round integer outputs instead of truncating them.
+
+  Returns:
+    The tensor function.
+  """
+  return _get_resize_side("resize_small", size, tf.reduce_min, method,
+                          antialias, rounding)
 
 
 @PP_OPS.register("central_crop")
 @utils.keyed("image")
 def get_central_crop(size=None):
   """Crops the centre `size` (int or (h, w); None: largest square)."""
+  if size is not None:
+    size = utils.check_size("central_crop", "size", size)
 
   def _central_crop(image):
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     if size is None:
       ch = cw = tf.minimum(h, w)
     else:
-      ch, cw = utils.maybe_repeat(size, 2)
+      ch, cw = size
     return tf.image.crop_to_bounding_box(image, (h - ch) // 2, (w - cw) // 2,
                                          ch, cw)
 
@@ -93,7 +174,7 @@ def get_central_crop(size=None):
 @utils.keyed("image", random=True)
 def get_random_crop(size):
   """Crops a random `size` (int or (h, w)) window."""
-  h, w = utils.maybe_repeat(size, 2)
+  h, w = utils.check_size("random_crop", "size", size)
 
   def _random_crop(image, seed):
     crop = tf.image.stateless_random_crop(
@@ -116,7 +197,25 @@ def get_random_flip_lr():
 @utils.keyed("image")
 def get_value_range(vmin=-1, vmax=1, in_min=0, in_max=255.0,
                     clip_values=False):
-  """Maps values linearly from [in_min, in_max] to [vmin, vmax], as float32."""
+  """Maps values linearly from [in_min, in_max] to [vmin, vmax], as float32.
+
+  Args:
+    vmin: the output value of `in_min`.
+    vmax: the output value of `in_max`.
+    in_min: an input value (0 for decoded images).
+    in_max: another input value (255 for decoded images).
+    clip_values: clip the output to [vmin, vmax].
+
+  Returns:
+    The tensor function.
+  """
+  for name, value in [("vmin", vmin), ("vmax", vmax), ("in_min", in_min),
+                      ("in_max", in_max)]:
+    utils.check_number("value_range", name, value)
+  if in_min == in_max:
+    raise utils.ArgumentError("value_range", "in_max", in_max,
+                              f"must differ from in_min={in_min!r}")
+  utils.check_bool("value_range", "clip_values", clip_values)
 
   def _value_range(image):
     image = tf.cast(image, tf.float32)
@@ -145,7 +244,8 @@ def get_grayscale_to_rgb():
 
 @PP_OPS.register("random_affine")
 @utils.keyed("image", random=True)
-def get_random_affine(size, rotate=0, scale=0, shift=0, fill=0):
+def get_random_affine(size, rotate=0, scale=0, shift=0, fill=0, *,
+                      rounding=False):
   """Resizes to `size` x `size` with a random affine warp, one resampling.
 
   With all amounts 0 this is `resize(size)` (bilinear, half-pixel centres).
@@ -157,11 +257,13 @@ def get_random_affine(size, rotate=0, scale=0, shift=0, fill=0):
     scale: maximal zoom as a fraction (content grows by 1 + U(-scale, scale)).
     shift: maximal shift as a fraction of the image size, per axis.
     fill: value of pixels that come from outside the image.
+    rounding: round integer outputs instead of truncating them.
 
   Returns:
     The tensor function of (image, seed).
   """
-  out_h, out_w = utils.maybe_repeat(size, 2)
+  out_h, out_w = _check_affine_args(size, rotate, scale, shift, fill,
+                                    rounding)
 
   def _random_affine(image, seed):
     u = tf.random.stateless_uniform([4], seed=seed, minval=-1.0, maxval=1.0)
@@ -177,9 +279,22 @@ def get_random_affine(size, rotate=0, scale=0, shift=0, fill=0):
         fill_mode="NEAREST")[0]
     inside = _source_inside(transform, in_hw, (out_h, out_w))
     warped = tf.where(inside[..., None], warped, tf.cast(fill, tf.float32))
-    return utils.cast_like(warped, image.dtype)
+    return utils.cast_back(warped, image.dtype, rounding)
 
   return _random_affine
+
+
+def _check_affine_args(size, rotate, scale, shift, fill, rounding):
+  """Checks `random_affine`'s arguments; returns the output (h, w)."""
+  op = "random_affine"
+  hw = utils.check_size(op, "size", size)
+  utils.check_number(op, "rotate", rotate, low=0)
+  if utils.check_number(op, "scale", scale, low=0) >= 1:
+    raise utils.ArgumentError(op, "scale", scale, "must be < 1")
+  utils.check_number(op, "shift", shift, low=0)
+  utils.check_number(op, "fill", fill)
+  utils.check_bool(op, "rounding", rounding)
+  return hw
 
 
 def _affine_transform(in_hw, out_hw, angle, zoom, shift_xy):
@@ -214,21 +329,22 @@ def _source_inside(transform, in_hw, out_hw):
 
 @PP_OPS.register("resize_long")
 @utils.keyed("image")
-def get_resize_long(size, method="area", antialias=True):
+def get_resize_long(size, method="area", antialias=True, *, rounding=False):
   """Resizes so that the longer side is `size`, keeping the aspect ratio.
 
   Defaults follow big_vision (`area` with antialias).
 
   Args:
     size: the new length of the longer side.
-    method: the `tf.image.resize` method.
+    method: one of `RESIZE_METHODS`.
     antialias: see `tf.image.resize`.
+    rounding: round integer outputs instead of truncating them.
 
   Returns:
     The tensor function.
   """
-  return lambda image: _resize_side(image, size, tf.reduce_max, method,
-                                    antialias)
+  return _get_resize_side("resize_long", size, tf.reduce_max, method,
+                          antialias, rounding)
 
 
 def _inception_box(image_shape, seed, area_min, area_max, ratio_min,
@@ -254,17 +370,32 @@ def _crop_to_inception_box(image, seed, box_args):
   return crop
 
 
-def _maybe_resize(image, size, method, antialias):
-  if not size:
+def _check_crop_args(op, size, area_min, area_max, ratio_min, ratio_max):
+  """Checks the Inception-crop arguments; returns `size` as (h, w) or None."""
+  hw = None if size is None else utils.check_size(op, "size", size)
+  if not 0 < utils.check_number(op, "area_min", area_min) <= 100:
+    hint = (" (the argument after the size is `area_min`; give (h, w) as one "
+            "tuple)" if area_min > 100 else "")
+    raise utils.ArgumentError(op, "area_min", area_min,
+                              f"must be a percentage in (0, 100]{hint}")
+  utils.check_number(op, "area_max", area_max, low=area_min, high=100)
+  if utils.check_number(op, "ratio_min", ratio_min) <= 0:
+    raise utils.ArgumentError(op, "ratio_min", ratio_min, "must be > 0")
+  utils.check_number(op, "ratio_max", ratio_max, low=ratio_min)
+  return hw
+
+
+def _maybe_resize(image, hw, method, antialias, rounding):
+  if hw is None:
     return image
-  return _resize(image, utils.maybe_repeat(size, 2), method, antialias)
+  return _resize(image, hw, method, antialias, rounding)
 
 
 @PP_OPS.register("inception_crop")
 @utils.keyed("image", random=True)
 def get_inception_crop(size=None, area_min=5, area_max=100,
                        method="bilinear", antialias=False, ratio_min=0.75,
-                       ratio_max=1.33):
+                       ratio_max=1.33, *, rounding=False):
   """Takes an Inception-style random crop, then resizes it to `size`.
 
   The crop covers `area_min`..`area_max` percent of the image with an aspect
@@ -275,19 +406,23 @@ def get_inception_crop(size=None, area_min=5, area_max=100,
     size: output side (int) or (h, w); None keeps the crop's size.
     area_min: minimal crop area, in percent of the image.
     area_max: maximal crop area, in percent of the image.
-    method: the `tf.image.resize` method.
+    method: one of `RESIZE_METHODS`.
     antialias: see `tf.image.resize`.
     ratio_min: minimal aspect ratio (width / height) of the crop.
     ratio_max: maximal aspect ratio of the crop.
+    rounding: round integer outputs of the resize instead of truncating them.
 
   Returns:
     The tensor function of (image, seed).
   """
+  op = "inception_crop"
+  hw = _check_crop_args(op, size, area_min, area_max, ratio_min, ratio_max)
+  _check_resampling(op, method, antialias, rounding)
   box_args = (area_min, area_max, ratio_min, ratio_max)
 
   def _inception_crop(image, seed):
     crop = _crop_to_inception_box(image, seed, box_args)
-    return _maybe_resize(crop, size, method, antialias)
+    return _maybe_resize(crop, hw, method, antialias, rounding)
 
   return _inception_crop
 
@@ -296,7 +431,8 @@ def get_inception_crop(size=None, area_min=5, area_max=100,
 @utils.keyed("image", random=True)
 def get_decode_jpeg_and_inception_crop(size=None, area_min=5, area_max=100,
                                        ratio_min=0.75, ratio_max=1.33,
-                                       method="bilinear", antialias=False):
+                                       method="bilinear", antialias=False,
+                                       *, rounding=False):
   """`decode|inception_crop(...)` fused: decodes only the crop of a JPEG.
 
   The box is the one `inception_crop` picks for the same seed. JPEG bytes
@@ -313,17 +449,21 @@ def get_decode_jpeg_and_inception_crop(size=None, area_min=5, area_max=100,
     area_max: maximal crop area, in percent of the image.
     ratio_min: minimal aspect ratio (width / height) of the crop.
     ratio_max: maximal aspect ratio of the crop.
-    method: the `tf.image.resize` method.
+    method: one of `RESIZE_METHODS`.
     antialias: see `tf.image.resize`.
+    rounding: round the outputs of the resize instead of truncating them.
 
   Returns:
     The tensor function of (encoded image, seed), giving uint8 [h, w, 3].
   """
+  op = "decode_jpeg_and_inception_crop"
+  hw = _check_crop_args(op, size, area_min, area_max, ratio_min, ratio_max)
+  _check_resampling(op, method, antialias, rounding)
   box_args = (area_min, area_max, ratio_min, ratio_max)
 
   def _decode_and_crop_jpeg(data, seed):
-    hw = tf.image.extract_jpeg_shape(data)[:2]
-    shape = tf.concat([hw, [3]], axis=0)  # As after decode(channels=3).
+    jpeg_hw = tf.image.extract_jpeg_shape(data)[:2]
+    shape = tf.concat([jpeg_hw, [3]], axis=0)  # As after decode(channels=3).
     begin, crop_size = _inception_box(shape, seed, *box_args)
     window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
     return tf.image.decode_and_crop_jpeg(data, window, channels=3)
@@ -341,7 +481,7 @@ def get_decode_jpeg_and_inception_crop(size=None, area_min=5, area_max=100,
                      lambda: _decode_and_crop_jpeg(data, seed),
                      lambda: _decode_then_crop(data, seed))
       crop.set_shape([None, None, 3])
-    return _maybe_resize(crop, size, method, antialias)
+    return _maybe_resize(crop, hw, method, antialias, rounding)
 
   return _op
 
@@ -362,6 +502,11 @@ def get_vgg_value_range(mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
   Returns:
     The tensor function.
   """
+  utils.check_numbers("vgg_value_range", "mean", mean)
+  utils.check_numbers("vgg_value_range", "std", std)
+  if 0 in (std if isinstance(std, (tuple, list)) else [std]):
+    raise utils.ArgumentError("vgg_value_range", "std", std,
+                              "must not contain 0")
   return _normalize(mean, std)
 
 
