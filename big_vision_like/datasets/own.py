@@ -33,8 +33,14 @@ padded with "" to the split's largest caption count, a fixed-size
 Splits use TFDS syntax: "train", "train[:10%]", "train[100:]+val". Examples
 are in a fixed pseudo-random order (sorted by a hash of their id), as if
 shuffled once when written, so slices are random subsets and shuffle buffers
-see all classes. Process `i` of `k` reads the examples at positions i, i+k,
-... of the split (with `drop_remainder`, all shares have `n // k`).
+see all classes. Process `i` of `k` reads a contiguous share of the split,
+in split order, as `tfds.even_splits` cuts one: shares of `n // k`
+examples, the first `n % k` one larger (with `drop_remainder`, all have
+`n // k` and the last `n % k` examples are dropped). So shares put one after
+the other in process order are the split in order, which is what evaluators
+that gather per-example outputs (`save_predictions`, features for few-shot,
+kNN, linear probes) rely on. A split "a+b" is cut as a whole: process 0 reads
+the start of "a", the last process the end of "b".
 
 The index (file names, JSONL lines, class names) is read and checked when the
 source is built: a JSONL line with a missing or invalid field, or naming an
@@ -169,12 +175,20 @@ def _split_instructions(split, sizes):
 
 
 def _share_indices(n, process_index, process_count, drop_remainder):
-  """Positions of process `process_index`'s strided share of n examples."""
+  """Positions of process `process_index`'s contiguous share of n examples.
+
+  Cut as `tfds.even_splits` cuts a split: `n // process_count` examples
+  each, and one more for the first `n % process_count` processes unless
+  `drop_remainder` drops those examples.
+  """
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} is not in "
                      f"[0, process_count={process_count}).")
-  end = n - n % process_count if drop_remainder else n
-  return np.arange(process_index, end, process_count)
+  size, extra = divmod(n, process_count)
+  if drop_remainder:
+    extra = 0
+  start = process_index * size + min(process_index, extra)
+  return np.arange(start, start + size + int(process_index < extra))
 
 
 def image_is_known_format(data):

@@ -1,12 +1,21 @@
-"""Top-k accuracy and loss over a whole split (masked, each example once)."""
+"""Top-k accuracy and loss over a whole split (masked, each example once).
+
+  config.evals.val = dict(
+      type="classification", data=dict(name="imagefolder:/data/pets",
+                                       split="val"),
+      pp_fn="decode|resize(224)|value_range(-1, 1)|"
+            "onehot(37, key='label', key_result='labels')|"
+            "keep('image', 'labels', 'filename')")
+
+String features the pp keeps (here `filename`) are not fed to the model.
+"""
 
 import jax
 import jax.numpy as jnp
 
-from big_vision_like.pp import builder as pp_builder
-from big_vision_like import sharding
 from big_vision_like.evaluators import common
 from big_vision_like.losses import classification as cls_losses
+from big_vision_like.pp import builder as pp_builder
 from big_vision_like.registry import EVALUATORS
 
 
@@ -22,31 +31,39 @@ def topk_correct(logits, labels, k):
 
 @EVALUATORS.register("classification")
 class Evaluator:
-  """prec@k (k in `top_k`) and mean softmax cross-entropy over a split."""
+  """prec@k (k in `top_k`) and mean softmax cross-entropy over a split.
+
+  Args:
+    predict_fn: the trainer's predict function of a classifier.
+    data: the split, dict(name=..., split=...).
+    pp_fn: its pp string.
+    batch_size: global batch size.
+    mesh: the device mesh.
+    label_key: the integer, one-hot or multi-hot labels in the batch.
+    top_k: the k of the reported prec@k.
+    cache: keep the preprocessed split in memory.
+  """
 
   def __init__(self, predict_fn, *, data, pp_fn, batch_size, mesh,
                label_key="labels", top_k=(1, 5), cache=True):
-    self.data = common.EvalData(data, pp_builder.get_preprocess_fn(pp_fn), batch_size,
-                                mesh, cache=cache)
+    self.data = common.EvalData(data, pp_builder.get_preprocess_fn(pp_fn),
+                                batch_size, mesh, cache=cache)
     self.top_k = tuple(top_k)
 
-    def sums(train_state, batch):
+    def per_example(train_state, batch):
       logits, _ = predict_fn(train_state, batch)
-      labels, mask = batch[label_key], batch["_mask"].astype(jnp.float32)
-      out = {"loss": cls_losses.softmax_xent(logits, labels) * mask,
-             "count": mask}
+      labels = batch[label_key]
+      out = {"loss": cls_losses.softmax_xent(logits, labels)}
       for k in self.top_k:
-        out[f"prec@{k}"] = topk_correct(logits, labels, k) * mask
-      return jax.tree.map(jnp.sum, out)
+        out[f"prec@{k}"] = topk_correct(logits, labels, k)
+      return out
 
-    self._sums = jax.jit(sums, out_shardings=sharding.replicated(mesh))
+    self._means = common.MaskedMeans(per_example, mesh)
+
+  def check_inputs(self, train_state):
+    """Traces the model on abstract batches; raises on a mismatch."""
+    self._means.eval_shape(train_state, self.data)
 
   def run(self, train_state):
-    total = None
-    for batch in self.data:
-      s = self._sums(train_state, batch)
-      total = s if total is None else jax.tree.map(jnp.add, total, s)
-    total = jax.device_get(total)
-    count = max(float(total.pop("count")), 1.0)
-    for name, value in total.items():
-      yield name, float(value) / count
+    """Yields `loss` and `prec@k` for k in `top_k`."""
+    yield from self._means(train_state, self.data).items()

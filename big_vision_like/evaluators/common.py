@@ -14,7 +14,18 @@ kNN, linear probes, retrieval; saved predictions) build a `Gatherer`: it runs
 a jitted function over global sharded batches (`EvalData` for a dataset
 split, `ArrayData` for in-memory arrays such as prompts) and returns numpy
 arrays of the whole split, in split order, padding dropped, on every process.
-Outputs are chosen by name with `select_output`.
+Outputs are chosen by name with `select_output`. Evaluators that report
+means of per-example values (classification, mean, zero-shot) build a
+`MaskedMeans`: a jitted sum over each batch's real examples.
+
+Both leave string features of the batch (e.g. a `file_name` kept by the pp)
+out of the jitted function, and both can be traced on abstract batches
+(`eval_shape`). Built-in evaluators use this in their `check_inputs(
+train_state)` method, which the trainer calls for all of them through
+`check_inputs(evaluators, abstract_train_state)` before the first step: an
+evaluator whose pp gives the model inputs it cannot take (e.g. another
+image resolution than the one it was initialised at) is then an error naming
+`config.evals.<name>` and its pp, not a crash at the first evaluation.
 """
 
 import dataclasses
@@ -23,7 +34,9 @@ import math
 
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import numpy as np
+import tensorflow as tf
 
 from big_vision_like import config as config_lib
 from big_vision_like import input_pipeline
@@ -51,11 +64,38 @@ class EvalData:
         source, split, pp=pp_fn, global_batch_size=batch_size,
         process_index=jax.process_index(), process_count=jax.process_count(),
         cache=cache)
+    self.batch_size = batch_size
     self._sharding = sharding.batch_sharding(mesh)
 
   def __iter__(self):
     for batch in self.dataset.as_numpy_iterator():
       yield input_pipeline.to_global(batch, self._sharding)
+
+  def batch_spec(self):
+    """The numeric features of a global batch, as `jax.ShapeDtypeStruct`s.
+
+    From the dataset's static shapes; only where some are known only at run
+    time (e.g. `decode` without `resize`) is one batch preprocessed.
+    """
+    spec = {k: s for k, s in self.dataset.element_spec.items()
+            if s.dtype != tf.string}
+    if all(s.shape.is_fully_defined() for s in spec.values()):
+      local = {k: (tuple(s.shape), s.dtype.as_numpy_dtype)
+               for k, s in spec.items()}
+    else:
+      batch = next(self.dataset.take(1).as_numpy_iterator())
+      local = {k: (batch[k].shape, batch[k].dtype) for k in spec}
+    return _abstract_batch(local, self.batch_size)
+
+
+def _abstract_batch(local, batch_size):
+  """{key: (per-process shape, dtype)} -> numeric global ShapeDtypeStructs.
+
+  String features are left out, as `numeric` leaves them out of batches.
+  """
+  return {k: jax.ShapeDtypeStruct((batch_size, *shape[1:]), dtype)
+          for k, (shape, dtype) in local.items()
+          if np.dtype(dtype).kind not in "OSU"}
 
 
 @dataclasses.dataclass
@@ -64,6 +104,7 @@ class Scheduled:
   name: str
   evaluator: object
   every: int | None  # Steps between runs; None runs only at the end.
+  pp: object = None  # The config's `pp_fn` (named in errors).
 
   def due(self, step, total_steps):
     return step == total_steps or bool(self.every and step % self.every == 0)
@@ -115,9 +156,63 @@ def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
     _inject(cls, cfg, workdir=workdir, name=name)
     config_lib.check_kwargs(cls, cfg, where, skip=("predict_fn", "mesh"))
     out.append(Scheduled(name, cls(predict_fns[pred], mesh=mesh, **cfg),
-                         every))
+                         every, pp=cfg.get("pp_fn")))
   return out
 
+
+def check_inputs(evaluators, train_state):
+  """Checks that the model takes every evaluator's batches, before training.
+
+  Each evaluator with a `check_inputs(train_state)` method traces its model
+  calls with `jax.eval_shape` on abstract batches of its data (reading no
+  data where the pp gives static shapes); evaluators without one are
+  skipped.
+
+  Args:
+    evaluators: the `Scheduled` evaluators of `build_evaluators`.
+    train_state: the train state, or its abstract version (a pytree of
+      `jax.ShapeDtypeStruct`, e.g. the trainer's `abstract` state).
+
+  Raises:
+    ValueError: naming the first evaluator (`config.evals.<name>`) whose
+      batches the model cannot take, its pp, the batch shapes and the error
+      (e.g. a flax ScopeParamShapeError when the pp gives another image
+      resolution than the model was initialised at).
+  """
+  for ev in evaluators:
+    check = getattr(ev.evaluator, "check_inputs", None)
+    if check is None:
+      continue
+    try:
+      check(train_state)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"config.evals.{ev.name} (pp_fn={ev.pp!r}): the model "
+                       f"cannot take its batches: {e}") from e
+
+
+def eval_shape(fn, train_state, data, *args):
+  """`jax.eval_shape` of `fn(train_state, batch, *args)` on `data`'s batches.
+
+  Args:
+    fn: a function of the train state and a numeric batch (and `args`).
+    train_state: the train state or its abstract version.
+    data: `EvalData` or `ArrayData` (its `batch_spec()` is traced).
+    *args: further arguments of `fn` (arrays or ShapeDtypeStructs).
+
+  Returns:
+    The abstract output of `fn`.
+
+  Raises:
+    ValueError: describing the batch and the error of the trace.
+  """
+  spec = data.batch_spec()
+  try:
+    return jax.eval_shape(fn, train_state, spec, *args)
+  except Exception as e:  # pylint: disable=broad-except
+    shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}"
+                       for k, v in sorted(spec.items()))
+    raise ValueError(f"on batches {{{shapes}}}: {type(e).__name__}: "
+                     f"{e}") from e
 
 
 class ArrayData:
@@ -142,7 +237,14 @@ class ArrayData:
     self.num_batches = max(1, math.ceil(share / self._local_batch))
     start = min(jax.process_index() * share, self.num_examples)
     self._rows = slice(start, min(start + share, self.num_examples))
+    self.batch_size = batch_size
     self._sharding = sharding.batch_sharding(mesh)
+
+  def batch_spec(self):
+    """The features of a global batch, as `jax.ShapeDtypeStruct`s."""
+    local = {k: (v.shape, v.dtype) for k, v in self.features.items()}
+    local["_mask"] = ((), np.bool_)
+    return _abstract_batch(local, self.batch_size)
 
   def _local(self):
     """This process's share, padded with `_mask=False` rows."""
@@ -275,6 +377,50 @@ class Gatherer:
     mask = local.pop("_mask").astype(bool)
     return {k: v[mask] for k, v in local.items()}
 
+  def eval_shape(self, train_state, data):
+    """The abstract per-batch outputs on `data` (see `eval_shape`)."""
+    return eval_shape(self._fn, train_state, data)
+
+
+class MaskedMeans:
+  """Means over a split of per-example values; padding is never counted.
+
+  `fn(train_state, batch, *args)` returns {metric: [B] or [B, ...] array}
+  (trailing axes are averaged per example). It is jitted once; each batch's
+  sums over its real examples (`_mask`) come back replicated, and are added
+  on the host in float64. String features of the batch are dropped before
+  `fn` sees it.
+  """
+
+  def __init__(self, fn, mesh):
+    def sums(train_state, batch, *args):
+      mask = batch["_mask"].astype(bool)
+      values = {k: _per_example_mean(v)
+                for k, v in fn(train_state, batch, *args).items()}
+      return ({k: jnp.sum(jnp.where(mask, v, 0.0))
+               for k, v in values.items()},
+              jnp.sum(mask.astype(jnp.float32)))
+
+    self._sums = jax.jit(sums, out_shardings=sharding.replicated(mesh))
+
+  def __call__(self, train_state, data, *args):
+    """{metric: mean over the real examples of `data`} (Python floats)."""
+    parts = [self._sums(train_state, numeric(batch), *args) for batch in data]
+    parts = jax.device_get(parts)
+    count = max(sum(float(c) for _, c in parts), 1.0)
+    return {k: math.fsum(float(s[k]) for s, _ in parts) / count
+            for k in parts[0][0]}
+
+  def eval_shape(self, train_state, data, *args):
+    """The abstract per-batch sums on `data` (see `eval_shape`)."""
+    return eval_shape(self._sums, train_state, data, *args)
+
+
+def _per_example_mean(value):
+  """[B] float32 means of a [B, ...] array over its trailing axes."""
+  value = jnp.asarray(value, jnp.float32)
+  return jnp.mean(value.reshape(value.shape[0], -1), axis=1)
+
 
 class LabelledFeatures:
   """Frozen features (float32 [N, D]) and integer labels [N] of a split.
@@ -292,6 +438,10 @@ class LabelledFeatures:
     out = self._gather(train_state, data)
     return (out["x"].astype(np.float32),
             int_labels(out[self._label_key]))
+
+  def eval_shape(self, train_state, data):
+    """The abstract per-batch features and labels on `data`."""
+    return self._gather.eval_shape(train_state, data)
 
 
 def int_labels(labels):

@@ -114,6 +114,12 @@ class Evaluator:
         predict_fn, mesh, representation=representation,
         label_key=label_key, inputs=inputs)
 
+  def check_inputs(self, train_state):
+    """Traces the model on abstract batches; raises on a mismatch."""
+    for splits in self.data.values():
+      for data in splits:
+        self._features.eval_shape(train_state, data)
+
   def dataset_accuracies(self, train_state, name):
     """{shots: accuracy averaged over seeds} on dataset `name`."""
     train, test = self.data[name]

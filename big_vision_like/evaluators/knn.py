@@ -92,6 +92,11 @@ class Evaluator:
         predict_fn, mesh, representation=representation,
         label_key=label_key, inputs=inputs)
 
+  def check_inputs(self, train_state):
+    """Traces the model on abstract batches; raises on a mismatch."""
+    for data in (self.query, self.memory):
+      self._features.eval_shape(train_state, data)
+
   def run(self, train_state):
     """Yields `prec@1_k<k>` for each k."""
     q, q_labels = self._features(train_state, self.query)

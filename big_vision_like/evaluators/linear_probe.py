@@ -178,6 +178,11 @@ class Evaluator:
         predict_fn, mesh, representation=representation,
         label_key=label_key, inputs=inputs)
 
+  def check_inputs(self, train_state):
+    """Traces the model on abstract batches; raises on a mismatch."""
+    for data in self.splits.values():
+      self._features.eval_shape(train_state, data)
+
   def run(self, train_state):
     """Yields `prec@1` (test), `val_prec@1` and the chosen `l2`."""
     feats = {k: self._features(train_state, d)

@@ -9,10 +9,6 @@ averaged per example), chosen with `common.select_output`: an aux key, a
 model output name, or a callable `fn(outputs, batch)`.
 """
 
-import jax
-import jax.numpy as jnp
-
-from big_vision_like import sharding
 from big_vision_like.evaluators import common
 from big_vision_like.pp import builder as pp_builder
 from big_vision_like.registry import EVALUATORS
@@ -47,26 +43,13 @@ class Evaluator:
                outputs=("loss",), cache=True):
     self.data = common.EvalData(data, pp_builder.get_preprocess_fn(pp_fn),
                                 batch_size, mesh, cache=cache)
-    select = _as_dict(outputs)
-    per_example = common.select_fn(predict_fn, select)
+    self._means = common.MaskedMeans(
+        common.select_fn(predict_fn, _as_dict(outputs)), mesh)
 
-    def sums(train_state, batch):
-      out = per_example(train_state, batch)
-      mask = batch["_mask"].astype(jnp.float32)
-      out = {k: jnp.mean(jnp.reshape(v, (v.shape[0], -1)).astype(jnp.float32),
-                         axis=1) * mask for k, v in out.items()}
-      out["_count"] = mask
-      return jax.tree.map(jnp.sum, out)
-
-    self._sums = jax.jit(sums, out_shardings=sharding.replicated(mesh))
+  def check_inputs(self, train_state):
+    """Traces the model on abstract batches; raises on a mismatch."""
+    self._means.eval_shape(train_state, self.data)
 
   def run(self, train_state):
     """Yields (metric, mean over the split) for each output."""
-    total = None
-    for batch in self.data:
-      s = self._sums(train_state, common.numeric(batch))
-      total = s if total is None else jax.tree.map(jnp.add, total, s)
-    total = jax.device_get(total)
-    count = max(float(total.pop("_count")), 1.0)
-    for name, value in total.items():
-      yield name, float(value) / count
+    yield from self._means(train_state, self.data).items()

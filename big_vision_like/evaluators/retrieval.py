@@ -172,6 +172,10 @@ class Evaluator:
 
     self._gather = common.Gatherer(embed, mesh)
 
+  def check_inputs(self, train_state):
+    """Traces the model on abstract batches; raises on a mismatch."""
+    self._gather.eval_shape(train_state, self.data)
+
   def run(self, train_state):
     """Yields Recall@k of both directions (and their dedup versions)."""
     out = self._gather(train_state, self.data)

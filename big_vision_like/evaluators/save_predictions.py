@@ -60,6 +60,10 @@ class Evaluator:
     self._gather = common.Gatherer(common.select_fn(
         predict_fn, _as_dict(outputs), inputs=inputs, keep=tuple(keep)), mesh)
 
+  def check_inputs(self, train_state):
+    """Traces the model on abstract batches; raises on a mismatch."""
+    self._gather.eval_shape(train_state, self.data)
+
   def path(self, step):
     """The file written at `step`."""
     return os.path.join(self.directory, f"{self.name}_{step}.npz")

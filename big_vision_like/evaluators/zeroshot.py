@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
-from big_vision_like import sharding
 from big_vision_like.evaluators import classification
 from big_vision_like.evaluators import common
 from big_vision_like.pp import builder as pp_builder
@@ -90,31 +89,28 @@ class Evaluator:
         predict_fn, {"z": txt_output}, inputs=(text_key,)), mesh)
     self.top_k = tuple(top_k)
 
-    def sums(train_state, batch, classes):
+    def per_example(train_state, batch, classes):
       out = predict_fn(train_state, {image_key: batch[image_key]})
       zimg = normalize(common.select_output(out, img_output, batch))
       logits = zimg.astype(jnp.float32) @ classes.T  # [B, C]
-      mask = batch["_mask"].astype(jnp.float32)
-      res = {f"prec@{k}": classification.topk_correct(
-          logits, batch[label_key], k) * mask for k in self.top_k}
-      res["_count"] = mask
-      return jax.tree.map(jnp.sum, res)
+      return {f"prec@{k}": classification.topk_correct(
+          logits, batch[label_key], k) for k in self.top_k}
 
-    self._sums = jax.jit(sums, out_shardings=sharding.replicated(mesh))
+    self._means = common.MaskedMeans(per_example, mesh)
 
   def class_embeddings(self, train_state):
     """[C, D] unit class embeddings (numpy, the same on every process)."""
     z = self._embed_text(train_state, self.prompts)["z"]
     return np.asarray(class_embeddings(z, len(self.class_names)))
 
+  def check_inputs(self, train_state):
+    """Traces both towers on abstract batches; raises on a mismatch."""
+    z = self._embed_text.eval_shape(train_state, self.prompts)["z"]
+    classes = jax.ShapeDtypeStruct((len(self.class_names), z.shape[-1]),
+                                   jnp.float32)
+    self._means.eval_shape(train_state, self.data, classes)
+
   def run(self, train_state):
     """Yields `prec@k` for k in `top_k`."""
     classes = self.class_embeddings(train_state)
-    total = None
-    for batch in self.data:
-      s = self._sums(train_state, common.numeric(batch), classes)
-      total = s if total is None else jax.tree.map(jnp.add, total, s)
-    total = jax.device_get(total)
-    count = max(float(total.pop("_count")), 1.0)
-    for name, value in total.items():
-      yield name, float(value) / count
+    yield from self._means(train_state, self.data, classes).items()

@@ -85,19 +85,34 @@ def test_imagefolder_order_is_fixed_and_slices_follow_it(folder):
 
 
 @pytest.mark.parametrize("drop_remainder", [False, True])
-def test_process_shares_are_disjoint_and_cover_the_split(folder,
-                                                         drop_remainder):
+def test_process_shares_are_contiguous_in_split_order(folder, drop_remainder):
   src = core.get_source(f"imagefolder:{folder}")
   sizes = src.num_examples_per_process("train", process_count=2,
                                        drop_remainder=drop_remainder)
   assert sizes == ([2, 2] if drop_remainder else [3, 2])
-  shares = [{e["id"] for e in _examples(
-      src, process_index=i, process_count=2, drop_remainder=drop_remainder)}
+  shares = [[e["id"] for e in _examples(
+      src, process_index=i, process_count=2, drop_remainder=drop_remainder)]
             for i in range(2)]
   assert [len(s) for s in shares] == sizes
-  assert not shares[0] & shares[1]
-  everything = {e["id"] for e in _examples(src)}
-  assert (shares[0] | shares[1] == everything) != drop_remainder
+  everything = [e["id"] for e in _examples(src)]
+  assert shares[0] + shares[1] == everything[:sum(sizes)]
+
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+@pytest.mark.parametrize("split", ["train+val", "val[1:]+train[:3]"])
+def test_shares_of_any_split_follow_each_other_in_order(folder, count, split):
+  src = core.get_source(f"imagefolder:{folder}")
+  everything = [e["id"] for e in _examples(src, split)]
+  n = len(everything)
+  shares = [[e["id"] for e in _examples(src, split, process_index=i,
+                                        process_count=count)]
+            for i in range(count)]
+  assert sum(shares, []) == everything
+  # Sizes as tfds.even_splits gives them: n // count, the first n % count +1.
+  expected = [n // count + (i < n % count) for i in range(count)]
+  assert [len(s) for s in shares] == expected
+  assert src.num_examples_per_process(
+      split, process_count=count, drop_remainder=False) == expected
 
 
 def test_root_relative_to_data_dir_and_errors(folder, tmp_path):
@@ -290,7 +305,7 @@ def test_images_are_checked_once_per_process_share(folder, monkeypatch):
   kw = {"process_count": 2, "drop_remainder": False}
   src.get_records("train", process_index=0, **kw)
   src.get_records("train[:60%]", process_index=0, **kw)
-  assert [len(c) for c in checked] == [3]  # Positions 0, 2 and 4 of 5.
+  assert [len(c) for c in checked] == [3]  # Positions 0 to 2 of 5.
   src.get_records("train", process_index=1, **kw)
   _train(src, 2, split="train")  # Process 0 of 1: all checked already.
   assert [len(c) for c in checked] == [3, 2]

@@ -1,5 +1,6 @@
 """Tests of image<->text Recall@k: a hand-computed case, brute force, dedup."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -104,3 +105,18 @@ def test_evaluator_end_to_end(with_mask):
       dedup_captions=True)
   res = dict(ev.run({"params": {"table": TABLE}}))
   assert res == pytest.approx(EXPECTED)
+
+
+def test_check_inputs_traces_the_evaluator_on_abstract_batches():
+  fakes.put_arrays("retrieval_check", {"test": {"image": E[:3],
+                                                "captions": TOKENS}})
+  state = {"params": {"table": jax.ShapeDtypeStruct(TABLE.shape,
+                                                    TABLE.dtype)}}
+  kw = dict(data=fakes.data("retrieval_check", "test"), pp_fn="",
+            batch_size=8, mesh=sharding.make_mesh())
+  retrieval_ev = EVALUATORS.get("retrieval")
+  retrieval_ev(fakes.two_tower_predict, **kw).check_inputs(state)
+  with pytest.raises(ValueError, match=r"captions: int64\[8, 2, 3\].*"
+                     "KeyError.*'caps'"):
+    retrieval_ev(fakes.two_tower_predict, captions_key="caps",
+                 **kw).check_inputs(state)

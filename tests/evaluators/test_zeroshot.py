@@ -4,6 +4,8 @@ A fake text op (`bvl_test_words`, registered here) maps each word to a hash
 bucket; the fake model embeds a text as the sum of its words' table rows.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -93,3 +95,15 @@ def test_class_names_from_the_config(setup):
   ev = _evaluator(class_names=names, templates=("{}",))
   assert len(ev.prompts.features["labels"]) == len(names)
   assert 0 <= dict(ev.run(state))["prec@1"] <= 1
+
+
+def test_check_inputs_traces_both_towers(setup):
+  state, _, _, _ = setup
+  ev = _evaluator(templates=TEMPLATES)
+  table = state["params"]["table"]
+  ev.check_inputs({"params": {"table": jax.ShapeDtypeStruct(
+      table.shape, table.dtype)}})
+  wider_text = {"params": {"table": jax.ShapeDtypeStruct(
+      (VOCAB, DIM + 1), jnp.float32)}}  # Text embeddings no longer match.
+  with pytest.raises(ValueError, match=r"image: float32\[8, 16\].*TypeError"):
+    ev.check_inputs(wider_text)
