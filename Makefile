@@ -39,7 +39,7 @@ demo-digits: $(STAMP)
 	    --workdir workdirs/demo_vit_digits
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 benchmark: $(STAMP)
 	$(PY) -m big_vision_like.tools.benchmark

@@ -3,17 +3,186 @@
 A workdir holds `checkpoints/<step>/` written by orbax: asynchronous, atomic
 (written under a temporary name and renamed when complete, so an interrupted
 save is never picked up), keeping the last `keep_last` plus every
-`keep_every`-th step. Each checkpoint has two items: `state` (params and
-optimizer state, saved and restored with their shardings) and `meta` (JSON:
-step, examples seen, config). The RNG is derived from the config seed and the
-step, and the data position from the step, so the step restores both.
+`keep_every`-th step. Each checkpoint has three items: `state` (params and
+optimizer state, saved and restored with their shardings), `meta` (JSON:
+step, examples seen, config) and `checksums` (JSON: shape, dtype and a
+fingerprint of every saved array, and a SHA-256 of `meta`). The RNG is
+derived from the config seed and the step, and the data position from the
+step, so the step restores both.
+
+Orbax's compressed chunks carry no integrity check: a few overwritten bytes
+restore as garbage values without an error. So every restore (`restore`,
+`restore_latest`, `load_params`) recomputes the fingerprints and compares;
+`restore_latest` moves a checkpoint that fails to `checkpoints_damaged/` and
+falls back to the newest one that restores and verifies.
+
+The fingerprint of an array is two wrapping uint32 sums over its elements'
+bit patterns, `sum(u * (2i + 1))` and `sum((u ^ (u >> 16)) * (i * 2654435761
+| 1))` with `u` the element's bits and `i` its row-major index: a changed
+element always changes the first sum (odd weights), the sums are the same
+however the array is sharded, and they are computed where the array lives
+(devices, or NumPy for `load_params`).
 """
 
+import contextlib
+import hashlib
+import json
+import logging as std_logging
 import os
 
+from absl import logging
+from etils import epath
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+CHECKSUMS_FORMAT = 1
+DAMAGED_DIR = "checkpoints_damaged"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be restored or fails its checksums."""
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint whose arrays differ from the state the config builds."""
+
+
+def leaf_names(tree):
+  """`/`-joined names of the leaves of `tree`, in `jax.tree.leaves` order."""
+  def name(path):
+    parts = []
+    for key in path:
+      for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+          parts.append(str(getattr(key, attr)))
+          break
+    return "/".join(parts)
+  return [name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+_GOLDEN = 2654435761  # Knuth's multiplicative hash constant (< 2**32).
+
+
+def _unsigned(dtype):
+  return {1: np.uint8, 2: np.uint16, 4: np.uint32}[np.dtype(dtype).itemsize]
+
+
+def _fingerprint_jax(x):
+  """[2] uint32 fingerprint of one jax array (see the module docstring)."""
+  if x.dtype == jnp.bool_:
+    u = x.astype(jnp.uint32)
+  else:
+    u = jax.lax.bitcast_convert_type(x, _unsigned(x.dtype)).astype(jnp.uint32)
+  i = jnp.zeros(x.shape, jnp.uint32)
+  for axis in range(x.ndim):  # Row-major index, without reshaping shards.
+    stride = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    i = i + jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis) * jnp.uint32(
+        stride)
+  w2 = (i * jnp.uint32(_GOLDEN)) | jnp.uint32(1)
+  h1 = jnp.sum(u * (i * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+  h2 = jnp.sum((u ^ (u >> 16)) * w2, dtype=jnp.uint32)
+  return jnp.stack([h1, h2])
+
+
+_fingerprints_jit = jax.jit(lambda leaves: [_fingerprint_jax(x)
+                                            for x in leaves])
+
+
+def fingerprint_np(x):
+  """The fingerprint of one array computed with NumPy: [h1, h2] ints."""
+  x = np.ascontiguousarray(np.asarray(x))
+  if x.dtype == np.bool_:
+    u = x.astype(np.uint32).ravel()
+  elif x.dtype.itemsize == 8:  # Two uint32 words per element (as in jax x64).
+    raise ValueError(f"Fingerprints of {x.dtype} arrays are not defined.")
+  else:
+    u = x.view(_unsigned(x.dtype)).astype(np.uint32).ravel()
+  i = np.arange(u.size, dtype=np.uint32)
+  with np.errstate(over="ignore"):
+    w2 = (i * np.uint32(_GOLDEN)) | np.uint32(1)
+    h1 = np.sum(u * (i * np.uint32(2) + np.uint32(1)), dtype=np.uint64)
+    h2 = np.sum((u ^ (u >> np.uint32(16))) * w2, dtype=np.uint64)
+  return [int(h1 % 2**32), int(h2 % 2**32)]
+
+
+def fingerprints(tree):
+  """{name: [h1, h2]} of every array leaf of `tree` (jax or NumPy arrays)."""
+  names, leaves = leaf_names(tree), jax.tree.leaves(tree)
+  if all(isinstance(x, jax.Array) for x in leaves):
+    values = [[int(v) for v in fp]
+              for fp in jax.device_get(_fingerprints_jit(leaves))]
+  else:
+    values = [fingerprint_np(x) for x in leaves]
+  return dict(zip(names, values))
+
+
+def _meta_digest(meta):
+  return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def checksums_record(state, meta):
+  """The `checksums` item of a checkpoint of `state` (arrays) and `meta`."""
+  fps = fingerprints(state)
+  arrays = {name: {"shape": list(np.shape(x)), "dtype": str(x.dtype),
+                   "fingerprint": fps[name]}
+            for name, x in zip(leaf_names(state), jax.tree.leaves(state))}
+  return {"format": CHECKSUMS_FORMAT, "arrays": arrays,
+          "meta_sha256": _meta_digest(meta)}
+
+
+def _read_checksums(step_dir):
+  """The `checksums` record of a step directory, or None if it has none."""
+  path = epath.Path(step_dir) / "checksums" / "metadata"
+  if not path.exists():
+    return None
+  try:
+    record = json.loads(path.read_bytes().decode("utf-8"))
+    assert record["format"] == CHECKSUMS_FORMAT and "arrays" in record
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"{path}: unreadable checksums ({type(e).__name__}:"
+                          f" {e}).") from None
+  return record
+
+
+def verify(where, record, tree, *, prefix="", meta=None):
+  """Raises CheckpointError naming the arrays of `tree` that fail `record`.
+
+  Args:
+    where: the checkpoint's path, for the message.
+    record: a `checksums_record`.
+    tree: the restored arrays (the whole state, or the subtree `prefix`).
+    prefix: the name of `tree` in the saved state, e.g. "params/".
+    meta: the restored meta, checked against the record's digest if given.
+  """
+  problems = []
+  if meta is not None and _meta_digest(meta) != record.get("meta_sha256"):
+    problems.append("meta differs from what was saved")
+  for name, fp in fingerprints(tree).items():
+    saved = record["arrays"].get(prefix + name)
+    if saved is None:
+      problems.append(f"{prefix + name} was not saved")
+    elif saved["fingerprint"] != fp:
+      problems.append(f"{prefix + name} differs from what was saved")
+  if problems:
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    raise CheckpointError(f"Checkpoint {where} is damaged: "
+                          + "; ".join(problems[:5]) + more + ".")
+
+
+def _mismatches(record_arrays, abstract, prefix=""):
+  """Lines naming the arrays whose names/shapes/dtypes differ."""
+  want = {prefix + n: (tuple(x.shape), str(x.dtype))
+          for n, x in zip(leaf_names(abstract), jax.tree.leaves(abstract))}
+  have = {n: (tuple(a["shape"]), a["dtype"]) for n, a in record_arrays.items()
+          if n.startswith(prefix)}
+  lines = [f"{n}: checkpoint {have[n][0]} {have[n][1]}, config {want[n][0]} "
+           f"{want[n][1]}" for n in sorted(want) if n in have
+           and have[n] != want[n]]
+  lines += [f"{n}: not in the checkpoint" for n in sorted(set(want) - set(have))]
+  lines += [f"{n}: only in the checkpoint" for n in sorted(set(have) - set(want))]
+  return lines
 
 
 class Checkpointer:
@@ -21,12 +190,15 @@ class Checkpointer:
 
   def __init__(self, workdir, *, keep_last=2, keep_every=None,
                async_save=True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
+    _check_writable(self.directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep_last, keep_period=keep_every, create=True,
         cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "meta"))
+        self.directory, options=options,
+        item_names=("state", "meta", "checksums"))
 
   def latest_step(self):
     """The newest complete checkpoint's step, or None."""
@@ -36,10 +208,16 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step, state, meta):
-    """Starts saving `state` (a pytree of jax.Arrays) and `meta` (JSON)."""
+    """Starts saving `state` (a pytree of jax.Arrays) and `meta` (JSON).
+
+    The checksums are computed first, on the arrays where they live (this
+    waits for `state` to be computed).
+    """
+    record = checksums_record(state, meta)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+        meta=ocp.args.JsonSave(meta),
+        checksums=ocp.args.JsonSave(record)), force=True)
 
   def restore(self, step, abstract_state):
     """Restores (state, meta) at `step` onto `abstract_state`'s shardings.
@@ -48,11 +226,76 @@ class Checkpointer:
       step: the checkpoint step (e.g. `latest_step()`).
       abstract_state: a pytree of `jax.ShapeDtypeStruct` with `sharding` set,
         of the same structure as the saved state.
+
+    Raises:
+      CheckpointMismatchError: the saved arrays are not those of
+        `abstract_state` (another model or optimizer); names them.
+      CheckpointError: the checkpoint cannot be read or fails its checksums.
     """
-    out = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        meta=ocp.args.JsonRestore()))
+    where = os.path.join(self.directory, str(step))
+    record = _read_checksums(where)
+    if record is not None:
+      lines = _mismatches(record["arrays"], abstract_state)
+      if lines:
+        raise CheckpointMismatchError(
+            f"Checkpoint {where} does not match the state this config builds"
+            f" ({len(lines)} arrays differ; a changed model or optimizer "
+            "config? Use another workdir, or restore the config):\n  "
+            + "\n  ".join(lines[:20]))
+    try:
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f"Checkpoint {where} cannot be restored: "
+                            f"{type(e).__name__}: {_first_line(e)}") from e
+    if record is None:
+      logging.warning("Checkpoint %s has no checksums (written by an older "
+                      "version): not verified.", where)
+    else:
+      verify(where, record, out["state"], meta=out["meta"])
     return out["state"], out["meta"]
+
+  def restore_latest(self, abstract_state, log=print):
+    """(step, state, meta) of the newest checkpoint that restores and verifies.
+
+    A checkpoint that cannot be restored or fails its checksums is logged
+    (naming its step and the problem) and moved to `checkpoints_damaged/`,
+    and the previous one is tried. Returns (None, None, None) when there is no
+    checkpoint at all; raises if there are checkpoints and none restores.
+    """
+    failed = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except CheckpointError as e:
+        log(f"ERROR: {e} Falling back to the previous checkpoint.")
+        failed.append(step)
+        self._quarantine(step)
+        continue
+      return step, state, meta
+    if failed:
+      raise CheckpointError(
+          f"No checkpoint in {self.directory} restores: steps {failed} are "
+          f"damaged (moved to {os.path.join(self.workdir, DAMAGED_DIR)}). "
+          "Remove the workdir's checkpoints to start over.")
+    return None, None, None
+
+  def _quarantine(self, step):
+    """Moves `step` aside so that training can write that step again."""
+    if jax.process_index() == 0:
+      src = epath.Path(self.directory) / str(step)
+      dst = epath.Path(self.workdir) / DAMAGED_DIR / str(step)
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      n = 0
+      while dst.exists():
+        n += 1
+        dst = dst.parent / f"{step}.{n}"
+      src.rename(dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=C0415
+      multihost_utils.sync_global_devices(f"bvl_quarantine_{step}")
+    self._manager.reload()
 
   def wait(self):
     """Blocks until pending asynchronous saves are complete."""
@@ -60,6 +303,27 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def _first_line(e):
+  text = str(e).strip().splitlines()
+  return text[0][:500] if text else ""
+
+
+def _check_writable(directory):
+  """Fails at once, naming `directory`, where checkpoints cannot be written."""
+  if "://" in directory:
+    return
+  path = directory
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  target = directory if os.path.exists(directory) else path
+  if not os.path.isdir(target):
+    raise NotADirectoryError(f"Checkpoints go to {directory}, but {target} is "
+                             "not a directory.")
+  if not os.access(target, os.W_OK | os.X_OK):
+    raise PermissionError(f"Checkpoints go to {directory}, but {target} is "
+                          "not writable.")
 
 
 def _unflatten(flat):
@@ -80,37 +344,83 @@ def _npz_array(value):
 
 
 def _load_npz(path):
-  with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-    flat = {k: _npz_array(data[k]) for k in data.files}
+  with open(path, "rb") as f:
+    if f.read(4) != b"PK\x03\x04":
+      raise CheckpointError(f"load_params: {path} is not a .npz file (a .npz "
+                            "is a zip archive of .npy arrays; this file does "
+                            "not start like one).")
+  try:
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+      if not hasattr(data, "files"):
+        raise ValueError("it holds one array, not named arrays")
+      flat = {k: _npz_array(data[k]) for k in data.files}
+  except Exception as e:  # pylint: disable=broad-except
+    # Zip CRC errors (damaged bytes), text files, pickles: name the file.
+    raise CheckpointError(
+        f"load_params: {path} is not a readable .npz of named arrays "
+        f"({type(e).__name__}: {_first_line(e)}).") from None
   for prefix in ("params/", "opt/target/"):
     if flat and all(k.startswith(prefix) for k in flat):
       flat = {k[len(prefix):]: v for k, v in flat.items()}
   return _unflatten(flat)
 
 
+def _latest_step_dir(path):
+  """The newest finished `<step>` directory in `path`, or None."""
+  steps = [int(n) for n in os.listdir(path) if n.isdigit()
+           and os.path.isdir(os.path.join(path, n, "state"))]
+  return os.path.join(path, str(max(steps))) if steps else None
+
+
+@contextlib.contextmanager
+def _no_step_metadata_warning():
+  """Drops orbax's warning that an item directory has no step metadata.
+
+  (Reading the `state` item alone, orbax looks for the step's
+  `_CHECKPOINT_METADATA` in it, and warns on every `load_params`.)
+  """
+  def keep(record):
+    return not record.getMessage().startswith("Metadata file does not exist")
+
+  logger = std_logging.getLogger("absl")
+  logger.addFilter(keep)
+  try:
+    yield
+  finally:
+    logger.removeFilter(keep)
+
+
 def _load_orbax(path):
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, "checkpoints")):  # A workdir.
     path = os.path.join(path, "checkpoints")
-  manager = None
   if not os.path.isdir(os.path.join(path, "state")):  # Dir of step dirs.
-    manager = ocp.CheckpointManager(path, item_names=("state", "meta"))
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"No complete checkpoint in {path}.")
-    path = os.path.join(path, str(step))
-    manager.close()
-  path = os.path.join(path, "state")
+    step_dir = _latest_step_dir(path)
+    if step_dir is None:
+      raise FileNotFoundError(f"load_params: no complete checkpoint in {path}.")
+    path = step_dir
+  record = _read_checksums(path)
   # Only the params (not the optimizer state), as host numpy arrays: the
   # saving run's devices and shardings may differ from this one's (e.g. saved
   # on 2 devices, loaded on 1).
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    item = {"params": checkpointer.metadata(path).item_metadata.tree["params"]}
-    as_numpy = jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=as_numpy, partial_restore=True))
-  return state["params"]
+  try:
+    with _no_step_metadata_warning(), ocp.PyTreeCheckpointer() as checkpointer:
+      state_dir = os.path.join(path, "state")
+      tree = checkpointer.metadata(state_dir).item_metadata.tree
+      item = {"params": tree["params"]}
+      as_numpy = jax.tree.map(
+          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+      params = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=as_numpy, partial_restore=True))["params"]
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"load_params: checkpoint {path} cannot be read: "
+                          f"{type(e).__name__}: {_first_line(e)}") from e
+  if record is None:
+    logging.warning("load_params: %s has no checksums (written by an older "
+                    "version): not verified.", path)
+  else:
+    verify(path, record, params, prefix="params/")
+  return params
 
 
 def load_params(path):

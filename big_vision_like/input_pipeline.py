@@ -26,6 +26,7 @@ import queue
 import threading
 from typing import Any
 
+from absl import logging
 import jax
 import numpy as np
 import tensorflow as tf
@@ -447,13 +448,19 @@ def to_global(batch, sharding):
   return jax.tree.map(_put, batch)
 
 
-def start_global_iterator(ds, sharding, *, prefetch=2):
+def start_global_iterator(ds, sharding, *, prefetch=2, join_timeout=120):
   """Iterates `ds` as global sharded batches, prefetched in a thread.
+
+  Close the generator (`it.close()`, or let a `with contextlib.closing(...)`
+  do it) when done: it stops the producer thread and waits for it, so that
+  no thread is left inside TensorFlow or XLA when the interpreter exits (a
+  daemon thread still in C++ code at exit aborts the process).
 
   Args:
     ds: a `tf.data.Dataset` of per-process batches.
     sharding: the batch sharding, e.g. `NamedSharding(mesh, P(("data",)))`.
     prefetch: how many batches to put on devices ahead of use.
+    join_timeout: seconds to wait for the producer to finish its batch.
 
   Yields:
     Pytrees of global `jax.Array`s.
@@ -480,7 +487,9 @@ def start_global_iterator(ds, sharding, *, prefetch=2):
     except Exception as e:  # pylint: disable=broad-except
       _put(e)
 
-  threading.Thread(target=_producer, daemon=True).start()
+  thread = threading.Thread(target=_producer, daemon=True,
+                            name="bvl-input-producer")
+  thread.start()
   try:
     while True:
       item = items.get()
@@ -490,4 +499,8 @@ def start_global_iterator(ds, sharding, *, prefetch=2):
         raise item
       yield item
   finally:
-    stop.set()  # The producer stops at its next batch.
+    stop.set()  # The producer stops at its next batch ...
+    thread.join(join_timeout)  # ... and releases its tf.data iterator.
+    if thread.is_alive():
+      logging.warning("The input producer thread did not stop within %ss.",
+                      join_timeout)

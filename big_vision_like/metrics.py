@@ -36,6 +36,33 @@ def read_jsonl(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
+def drop_records_after(path, step):
+  """Rewrites the JSONL at `path` without its records of steps > `step`.
+
+  Atomic (a temporary file renamed over `path`); a torn last line (a run
+  killed mid-write) is dropped too. No-op if `path` does not exist.
+  """
+  if not os.path.exists(path):
+    return
+  kept, changed = [], False
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        changed = True
+        continue
+      if record.get("step", 0) > step:
+        changed = True
+      else:
+        kept.append(json.dumps(record) + "\n")
+  if changed:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+
+
 class _TensorBoard:
   """Minimal scalar writer on tf.summary (no tensorboard package needed)."""
 
@@ -67,10 +94,13 @@ class MetricWriter:
     is_main: only the main process writes; others ignore every call.
     tensorboard: also write TensorBoard event files.
     log_lines: also log a one-line summary per write (`format_line`).
+    resume_step: the step a run (re)starts from: records of later steps in
+      an existing `metrics.jsonl` (logged by a run that died before
+      checkpointing them) are dropped, so they are not logged twice.
   """
 
   def __init__(self, workdir, *, total_steps, is_main=True, tensorboard=True,
-               log_lines=False):
+               log_lines=False, resume_step=None):
     self.total_steps = total_steps
     self.is_main = is_main
     self._log_lines = log_lines
@@ -79,6 +109,8 @@ class MetricWriter:
       return
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, METRICS_FILE)
+    if resume_step is not None:
+      drop_records_after(self.path, resume_step)
     self._file = open(self.path, "a")
     if tensorboard:
       self._tb = _TensorBoard(os.path.join(workdir, TENSORBOARD_DIR))

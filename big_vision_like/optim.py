@@ -31,6 +31,7 @@ Config keys (see `DEFAULTS`):
 import collections.abc
 import inspect
 import logging
+import math
 import re
 from typing import Any, NamedTuple
 
@@ -179,8 +180,16 @@ def make_schedule(kw, *, lr, total_steps, batch_size, data_size=None,
   decay_type = _check_schedule_keys(kw, path)
   durations = dict(batch_size=batch_size, data_size=data_size,
                    total_steps=total_steps, default=0)
-  warmup = config_lib.to_steps(kw, "warmup", **durations)
-  cooldown = config_lib.to_steps(kw, "cooldown", **durations)
+  try:
+    warmup = config_lib.to_steps(kw, "warmup", **durations)
+    cooldown = config_lib.to_steps(kw, "cooldown", **durations)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
+  if warmup + cooldown > total_steps:
+    logging.warning(
+        "%s: warmup (%d steps) + cooldown (%d steps) is longer than the run "
+        "(%d steps): the learning rate never reaches lr=%g.", path, warmup,
+        cooldown, total_steps, lr)
   base = lr * kw.get("mult", 1.0)
 
   def fn(step):
@@ -505,6 +514,45 @@ def frozen_mask(config, params):
   return tree_map_with_names(lambda n, _: rules.group(n) is None, params)
 
 
+def check_locked_are_loaded(config, frozen):
+  """Raises if `config.schedule` locks a param that `model_init` skips.
+
+  Within each subtree that `config.model_init` loads, the params matching
+  `config.model_load.dont_load` keep their random init; locking one of them
+  (a None schedule) would freeze noise, e.g. a LiT image head when the
+  checkpoint is a classifier whose head is not loaded. Params outside the
+  loaded subtrees may be locked at init on purpose and are not checked.
+  """
+  inits = config.model_init
+  if not inits:
+    return
+  roots = [""] if isinstance(inits, str) else [f"{k}/" for k in dict(inits)]
+  dont_load = config.model_load.get("dont_load", ())
+  dont_load = [dont_load] if isinstance(dont_load, str) else list(dont_load)
+  patterns = [re.compile(p) for p in dont_load]
+  bad = [name for name, locked in zip(tree_names(frozen),
+                                      jax.tree.leaves(frozen))
+         if locked and any(name.startswith(r) and any(
+             p.fullmatch(name[len(r):]) for p in patterns) for r in roots)]
+  if bad:
+    raise ValueError(
+        f"config.schedule locks {bad}, but config.model_load.dont_load="
+        f"{dont_load} leaves them at their random init. Load them, train "
+        "them (a schedule rule before the locking one), or leave them out "
+        "of the model (e.g. two_towers out_dim=(None, ...): no image head).")
+
+
+def _check_clip(value):
+  """`config.grad_clip_norm`: None or 0 (off), or a finite number > 0."""
+  if value is None:
+    return None
+  number = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if not number or not math.isfinite(value) or value < 0:
+    raise ValueError(f"config.grad_clip_norm={value!r} must be None or 0 (no "
+                     "clipping), or a finite number > 0.")
+  return value
+
+
 def make_optimizer(config, params, *, total_steps, batch_size,
                    data_size=None):
   """Builds the optax transformation described by `config`.
@@ -542,7 +590,7 @@ def make_optimizer(config, params, *, total_steps, batch_size,
       for i, (pattern, kw) in enumerate(groups) if kw is not None]
 
   direction = make_direction(_get(config, "optax_name"), _get(config, "optax"))
-  clip = _get(config, "grad_clip_norm")
+  clip = _check_clip(_get(config, "grad_clip_norm"))
   train = optax.chain(
       *([optax.clip_by_global_norm(clip)] if clip else []), direction)
   agc = _make_agc(_get(config, "agc"))

@@ -11,7 +11,14 @@ Pass `--distributed` to call `jax.distributed.initialize` (multi-host); it is
 never called otherwise.
 """
 
+if __name__ == "__main__":  # The CLI: TensorFlow's start-up lines hidden.
+  from big_vision_like import console
+  console.import_tensorflow_quietly()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import math
 import os
+import sys
 import time
 
 from absl import app
@@ -20,12 +27,14 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
+import numpy as np
 
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
 from big_vision_like import input_pipeline
 from big_vision_like import metrics as metrics_lib
 from big_vision_like import optim
+from big_vision_like import preemption as preemption_lib
 from big_vision_like import sharding
 from big_vision_like import step as step_lib
 from big_vision_like.datasets import core as datasets_core
@@ -67,7 +76,10 @@ DEFAULTS = {
     "sharding_rules": ((".*", "replicate"),),
     "log_training_steps": 50,
     "log_eval_steps": None,  # Default schedule of evaluators without one.
-    "ckpt_steps": None,
+    "ckpt_steps": None,  # Also on SIGTERM/SIGINT, and at the end.
+    # With several processes: agree every N steps whether one was signalled
+    # (a host barrier through the jax.distributed key-value store).
+    "preemption_sync_steps": 1,
     "keep_ckpt": 2,  # Keep the last K checkpoints ...
     "keep_ckpt_steps": None,  # ... plus every M-th step.
     "evals": OPEN,
@@ -78,6 +90,11 @@ DEFAULTS = {
 def _log(msg):
   if jax.process_index() == 0:
     print(msg, flush=True)
+
+
+def _log_error(msg):
+  if jax.process_index() == 0:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _train_source(input_config):
@@ -100,6 +117,31 @@ def _train_source(input_config):
                    f"{e}") from None
 
 
+def _check_batch_size(batch_size):
+  """The global batch size, if each device of each process gets a share."""
+  devices, processes = jax.device_count(), jax.process_count()
+  if (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+      or batch_size <= 0):
+    raise ValueError(f"config.input.batch_size={batch_size!r}: the global "
+                     "batch size must be a positive integer.")
+  if batch_size % devices:
+    raise ValueError(
+        f"config.input.batch_size={batch_size} does not divide over the "
+        f"{devices} devices ({processes} processes): use a multiple of "
+        f"{devices}, e.g. {max(devices, batch_size // devices * devices)}.")
+  return batch_size
+
+
+def _check_numbers(config):
+  """Finite, non-negative learning rate and weight decay."""
+  for key in ("lr", "wd"):
+    value = config[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0:
+      raise ValueError(f"config.{key}={value!r}: must be a finite number "
+                       ">= 0.")
+
+
 class _Setup:
   """Everything a run builds from its config before the first step."""
 
@@ -109,13 +151,17 @@ class _Setup:
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self.source, self.split = _train_source(config.input)
     self.data_size = input_pipeline.num_train_examples(self.source, self.split)
-    self.batch_size = config.input.batch_size
+    self.batch_size = _check_batch_size(config.input.batch_size)
+    _check_numbers(config)
     self.total_steps = config_lib.to_steps(
         config, "total", batch_size=self.batch_size, data_size=self.data_size)
     if self.total_steps <= 0:
       raise ValueError(f"Training has {self.total_steps} steps; set "
                        "config.total_steps (or _epochs/_examples) above 0.")
     self.model = step_lib.build_model(config.model_name, config.model)
+    config_lib.check_kwargs(models_common.load_into, config.model_load,
+                            "config.model_load",
+                            skip=("init_params", "path_or_tree"))
     self.loss_fn = step_lib.build_loss(config.loss, config.loss_kw, self.mesh)
     self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
     self.ckpt = ckpt_lib.Checkpointer(
@@ -173,6 +219,7 @@ class _Setup:
     init = jax.jit(lambda rng: make_state(init_params(rng)),
                    out_shardings=shardings)
     self.frozen = optim.frozen_mask(self.config, params)
+    optim.check_locked_are_loaded(self.config, self.frozen)
     return abstract, shardings, init, tx, sched_fns[0][1]
 
 
@@ -183,25 +230,41 @@ def _with_shardings(abstract, shardings):
 
 
 def _initial_state(setup, abstract, shardings, init):
-  """Restores the latest checkpoint, else initialises (or loads) params."""
-  step = setup.ckpt.latest_step()
+  """Restores the newest good checkpoint, else initialises (or loads) params.
+
+  A damaged latest checkpoint is logged and skipped for the previous one
+  (`Checkpointer.restore_latest`); training starts from scratch only when the
+  workdir has no checkpoint at all.
+  """
+  step, state, meta = setup.ckpt.restore_latest(
+      _with_shardings(abstract, shardings), log=_log_error)
   if step is not None:
-    state, meta = setup.ckpt.restore(step, _with_shardings(abstract, shardings))
     _log(f"Resumed from {setup.ckpt.directory}/{step} "
          f"({meta['examples_seen']} examples seen).")
     return state
   state = init(jax.random.key(setup.config.seed))
   if setup.config.model_init:
-    params = _load_init(setup.config, jax.device_get(state["params"]))
-    state["params"] = jax.device_put(params, shardings["params"])
+    state["params"] = _load_init(setup.config, state["params"],
+                                 shardings["params"])
   return state
 
 
-def _load_init(config, params):
-  """`params` with `config.model_init` loaded into them (or their subtrees)."""
-  config_lib.check_kwargs(models_common.load_into, config.model_load,
-                          "config.model_load",
-                          skip=("init_params", "path_or_tree"))
+def _load_init(config, params, shardings):
+  """`params` with `config.model_init` loaded into them (or their subtrees).
+
+  `params` are the freshly initialised sharded arrays: those not loaded stay
+  where they are, and each loaded array is put on the devices shard by shard
+  (no host copy of the whole init, which FSDP may spread over hosts).
+  """
+  params = _load_init_values(config, params)
+  return jax.tree.map(
+      lambda x, s: x if isinstance(x, jax.Array) else
+      jax.make_array_from_callback(np.shape(x), s, lambda idx: x[idx]),
+      params, shardings)
+
+
+def _load_init_values(config, params):
+  """`params` with the values of `config.model_init` where it has them."""
   inits = config.model_init
   if isinstance(inits, str):
     inits = {None: inits}
@@ -246,11 +309,22 @@ def train_and_evaluate(config, workdir):
   Returns:
     (state, metrics): the final train state (params, opt, step) and a dict of
     the last training metrics and every evaluator's last results.
+
+  Raises:
+    preemption.Preempted: after SIGTERM or SIGINT, once the checkpoint of the
+      step in flight is saved and complete.
   """
   config = config_lib.check_and_fill(config, DEFAULTS)
   os.makedirs(workdir, exist_ok=True)
   setup = _Setup(config, workdir)
-  total = setup.total_steps
+  try:  # Pending checkpoints are completed whatever happens.
+    return _train_and_evaluate(setup, workdir)
+  finally:
+    setup.ckpt.close()
+
+
+def _train_and_evaluate(setup, workdir):
+  config, total = setup.config, setup.total_steps
   abstract, shardings, init, tx, sched_fn = setup.abstract_state()
   state = _initial_state(setup, abstract, shardings, init)
   start = int(jax.device_get(state["step"]))
@@ -267,56 +341,70 @@ def train_and_evaluate(config, workdir):
       mesh=setup.mesh, batch_size=setup.batch_size, total_steps=total,
       data_size=setup.data_size, default_log_steps=config.log_eval_steps,
       workdir=workdir)
-  writer = metrics_lib.MetricWriter(workdir, total_steps=total,
-                                    is_main=jax.process_index() == 0)
-  results = {}
-  if start < total:
-    ds = setup.train_dataset(start_step=start)
-    state, results = _train_loop(setup, state, step_fn, ds, evals, writer,
-                                 start)
-  else:
-    _log(f"Training already complete at step {start}/{total}.")
-    results.update(_run_evals(evals, state, total, total, writer, force=True))
-  setup.ckpt.close()
-  writer.close()
-  return state, results
+  # Each evaluator's batches must fit the model: fail now, not after training.
+  evaluators.check_inputs(evals, abstract)
+  # Records past `start` are from a run that died before checkpointing them.
+  with metrics_lib.MetricWriter(workdir, total_steps=total,
+                                is_main=jax.process_index() == 0,
+                                resume_step=start) as writer:
+    if start >= total:
+      _log(f"Training already complete at step {start}/{total}.")
+      return state, _run_evals(evals, state, total, total, writer, force=True)
+    with preemption_lib.Preemption(
+        every=config.preemption_sync_steps) as preempt:
+      return _train_loop(setup, state, step_fn, evals, writer, start,
+                         preempt)
 
 
-def _train_loop(setup, state, step_fn, ds, evals, writer, start):
+def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
   """Runs steps start+1..total with logging, evals and checkpoints."""
   config, total = setup.config, setup.total_steps
-  it = input_pipeline.start_global_iterator(ds, setup.batch_sharding)
   progress = metrics_lib.Progress(
       total, start_step=start, batch_size=setup.batch_size,
       num_devices=jax.device_count())
   watch, results = _LossWatch(), {}
-  for step in range(start + 1, total + 1):
-    batch = next(it)
-    if step == start + 1:
-      t0 = time.perf_counter()
-      step_fn = step_fn.lower(state, batch).compile()
-      compile_sec = time.perf_counter() - t0
-      writer.write(step, {"compile_sec": compile_sec})
-      _log(f"Compiled the train step in {compile_sec:.1f}s.")
-    state, metrics = step_fn(state, batch)
-    watch.add(step, metrics["loss"])
-    log_now = step % config.log_training_steps == 0 or step == total
-    if log_now or step == start + 1:
-      watch.check()  # Waits for the step, so that its tick is exact.
-    progress.tick(step)
-    if log_now:
-      measured = {f"train/{k}": float(v)
-                  for k, v in jax.device_get(metrics).items()}
-      measured.update(progress.measure())
-      writer.write(step, measured)
-      _log(metrics_lib.format_line(step, total, measured))
-      results.update(measured)
-    results.update(_run_evals(evals, state, step, total, writer))
-    if step == total or (config.ckpt_steps and step % config.ckpt_steps == 0):
-      watch.check()
-      setup.ckpt.save(step, state, {
-          "step": step, "examples_seen": step * setup.batch_size,
-          "config": config.to_json()})
+  it = input_pipeline.start_global_iterator(
+      setup.train_dataset(start_step=start), setup.batch_sharding)
+  try:
+    for step in range(start + 1, total + 1):
+      batch = next(it)
+      if step == start + 1:
+        t0 = time.perf_counter()
+        step_fn = step_fn.lower(state, batch).compile()
+        compile_sec = time.perf_counter() - t0
+        writer.write(step, {"compile_sec": compile_sec})
+        _log(f"Compiled the train step in {compile_sec:.1f}s.")
+      state, metrics = step_fn(state, batch)
+      watch.add(step, metrics["loss"])
+      log_now = step % config.log_training_steps == 0 or step == total
+      if log_now or step == start + 1:
+        watch.check()  # Waits for the step, so that its tick is exact.
+      progress.tick(step)
+      if log_now:
+        measured = {f"train/{k}": float(v)
+                    for k, v in jax.device_get(metrics).items()}
+        measured.update(progress.measure())
+        writer.write(step, measured)
+        _log(metrics_lib.format_line(step, total, measured))
+        results.update(measured)
+      stop = step < total and preempt.stop_now(step)
+      if (stop or step == total
+          or (config.ckpt_steps and step % config.ckpt_steps == 0)):
+        watch.check()
+        setup.ckpt.save(step, state, {
+            "step": step, "examples_seen": step * setup.batch_size,
+            "config": config.to_json()})
+      if stop:
+        setup.ckpt.wait()
+        e = preemption_lib.Preempted(step, preempt.signum,
+                                     os.path.join(setup.ckpt.directory,
+                                                  str(step)))
+        _log(str(e))
+        raise e
+      # Evaluators run after the checkpoint: one that fails loses nothing.
+      results.update(_run_evals(evals, state, step, total, writer))
+  finally:
+    it.close()  # Stops and joins the input thread.
   setup.ckpt.wait()
   return state, results
 
@@ -361,7 +449,12 @@ def main(argv):
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   if _WORKDIR.value is None:
     raise app.UsageError("--workdir is required.")
-  _, results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    _, results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except preemption_lib.Preempted as e:
+    # Not finished: exit as a shell reports a process the signal killed, so
+    # that schedulers and scripts rerun it (the rerun resumes at e.step).
+    sys.exit(128 + e.signum)
   workdir = os.path.abspath(_WORKDIR.value)
   _log("Final metrics:\n" + "\n".join(
       f"  {k} = {v:.4f}" for k, v in sorted(results.items())))

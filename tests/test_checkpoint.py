@@ -130,3 +130,170 @@ def test_load_params_saved_on_other_devices(tmp_path):
   out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                        capture_output=True, text=True).stdout.split()
   assert out[-3:] == ["1", "ndarray", str(3.0 * sum(range(32)))]
+
+
+# Checksums: fingerprints, damaged checkpoints, fallback, mismatches.
+
+
+def _np_fingerprint_reference(x):
+  """The fingerprint written out element by element (Python ints)."""
+  u = np.ascontiguousarray(x).view(
+      {1: np.uint8, 2: np.uint16, 4: np.uint32}[x.dtype.itemsize]).ravel()
+  h1 = h2 = 0
+  for i, v in enumerate(int(e) for e in u):
+    h1 += v * (2 * i + 1)
+    h2 += (v ^ (v >> 16)) * (((i * 2654435761) % 2**32) | 1)
+  return [h1 % 2**32, h2 % 2**32]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16, np.int32,
+                                   np.uint8])
+def test_fingerprints_on_devices_equal_numpy_reference(dtype):
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(8, 6)) * 100).astype(dtype)
+  expected = _np_fingerprint_reference(x)
+  assert checkpoint.fingerprint_np(x) == expected
+  mesh = sharding.make_mesh()
+  tree = {"a": {"x": x}}
+  for rule in ("fsdp", "replicate"):
+    sh = sharding.infer_shardings(tree, [(".*", rule)], mesh)
+    on_devices = jax.device_put(tree, sh)
+    assert checkpoint.fingerprints(on_devices) == {"a/x": expected}
+
+
+def test_fingerprint_changes_with_any_one_element():
+  x = np.arange(64, dtype=np.float32).reshape(8, 8)
+  base = checkpoint.fingerprint_np(x)
+  for i in range(x.size):
+    y = x.copy().ravel()
+    y[i] = np.nextafter(y[i], np.float32(np.inf))  # The smallest change.
+    assert checkpoint.fingerprint_np(y.reshape(8, 8)) != base
+  # Swapping two elements changes it too (position-weighted).
+  y = x.copy().ravel()
+  y[[3, 40]] = y[[40, 3]]
+  assert checkpoint.fingerprint_np(y.reshape(8, 8)) != base
+
+
+def _abstract(state, sh):
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      state, sh)
+
+
+def _damage_largest_file(step_dir, nbytes=48):
+  """Overwrites `nbytes` in the middle of the largest file under step_dir."""
+  files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir) for f in fs]
+  largest = max(files, key=os.path.getsize)
+  size = os.path.getsize(largest)
+  with open(largest, "r+b") as f:
+    f.seek(max(0, size // 2 - nbytes // 2))
+    f.write(bytes(range(7, 7 + nbytes)))
+  return largest
+
+
+def _big_state(mesh, scale):
+  rng = np.random.default_rng(1)
+  tree = {"params": {"w": jnp.asarray(rng.normal(size=(128, 64)) * scale,
+                                      jnp.float32),
+                     "b": jnp.zeros((64,))},
+          "step": jnp.array(3, jnp.int32)}
+  sh = sharding.infer_shardings(tree, [("params/.*", "fsdp"),
+                                       (".*", "replicate")], mesh)
+  return jax.device_put(tree, sh), sh
+
+
+def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path):
+  mesh = sharding.make_mesh()
+  ckpt = checkpoint.Checkpointer(tmp_path, keep_last=3)
+  states = {}
+  for step in (1, 2, 3):
+    states[step], sh = _big_state(mesh, scale=float(step))
+    ckpt.save(step, states[step], {"step": step})
+  ckpt.wait()
+  _damage_largest_file(os.path.join(ckpt.directory, "3"))
+  with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/3"):
+    checkpoint.load_params(str(tmp_path))  # The latest: an error, no garbage.
+  logged = []
+  step, restored, meta = ckpt.restore_latest(_abstract(states[3], sh),
+                                             log=logged.append)
+  assert step == 2 and meta == {"step": 2}
+  np.testing.assert_array_equal(restored["params"]["w"],
+                                states[2]["params"]["w"])
+  assert len(logged) == 1 and "checkpoints/3" in logged[0]
+  assert "damaged" in logged[0] or "cannot be restored" in logged[0]
+  # Moved aside: the run can write step 3 again, and load_params reads 2.
+  assert ckpt.all_steps() == [1, 2]
+  assert os.path.isdir(os.path.join(tmp_path, "checkpoints_damaged", "3"))
+  ckpt.save(3, states[3], {"step": 3})
+  ckpt.close()
+  np.testing.assert_array_equal(checkpoint.load_params(str(tmp_path))["w"],
+                                states[3]["params"]["w"])
+
+
+def test_damaged_meta_or_checksums_fall_back(tmp_path):
+  mesh = sharding.make_mesh()
+  ckpt = checkpoint.Checkpointer(tmp_path, keep_last=3)
+  for step in (1, 2, 3):
+    state, sh = _big_state(mesh, scale=float(step))
+    ckpt.save(step, state, {"step": step, "config": "x" * 50})
+  ckpt.wait()
+  for step, item in ((3, "meta"), (2, "checksums")):
+    with open(os.path.join(ckpt.directory, str(step), item, "metadata"),
+              "r+b") as f:
+      f.seek(20)
+      f.write(b"\xff\xfe\x00garbage")
+  logged = []
+  step, _, meta = ckpt.restore_latest(_abstract(state, sh), log=logged.append)
+  ckpt.close()
+  assert step == 1 and meta["step"] == 1
+  assert ["checkpoints/3" in logged[0], "checkpoints/2" in logged[1]] == [
+      True, True]
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(tmp_path):
+  mesh = sharding.make_mesh()
+  state, sh = _big_state(mesh, scale=1.0)
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  ckpt.save(1, state, {"step": 1})
+  ckpt.wait()
+  _damage_largest_file(os.path.join(ckpt.directory, "1"))
+  with pytest.raises(checkpoint.CheckpointError, match=r"steps \[1\]"):
+    ckpt.restore_latest(_abstract(state, sh), log=lambda _: None)
+  ckpt.close()
+
+
+def test_restore_into_another_model_names_the_arrays(tmp_path):
+  mesh = sharding.make_mesh()
+  state, sh = _big_state(mesh, scale=1.0)
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  ckpt.save(1, state, {"step": 1})
+  ckpt.wait()
+  other = {"params": {"w": jnp.zeros((128, 32)), "c": jnp.zeros((2,))},
+           "step": jnp.array(0, jnp.int32)}
+  other_sh = sharding.infer_shardings(other, [(".*", "replicate")], mesh)
+  with pytest.raises(checkpoint.CheckpointMismatchError) as e:
+    ckpt.restore_latest(_abstract(other, other_sh))
+  ckpt.close()
+  msg = str(e.value)
+  assert "params/w: checkpoint (128, 64) float32, config (128, 32)" in msg
+  assert "params/c: not in the checkpoint" in msg
+  assert "params/b: only in the checkpoint" in msg
+  assert os.path.isdir(os.path.join(tmp_path, "checkpoints", "1"))  # Kept.
+
+
+@pytest.mark.parametrize("content", [b"hello, this is text\n",
+                                     b"PK\x03\x04garbage"])
+def test_load_params_on_a_file_that_is_no_npz_names_it(tmp_path, content):
+  path = tmp_path / "x.npz"
+  path.write_bytes(content)
+  with pytest.raises(checkpoint.CheckpointError, match=r"x\.npz") as e:
+    checkpoint.load_params(str(path))
+  assert "pickle" not in str(e.value)
+
+
+def test_load_params_on_a_damaged_npz_names_it(tmp_path):
+  path = tmp_path / "w.npz"
+  np.savez(path, **{"params/w": np.arange(4096, dtype=np.float32)})
+  _damage_largest_file(str(tmp_path))
+  with pytest.raises(checkpoint.CheckpointError, match=r"w\.npz"):
+    checkpoint.load_params(str(path))

@@ -513,3 +513,28 @@ def test_vit_attention_only_schedule_freezes_all_but_attention_and_head():
              if n in trained)
   state_size = sum(np.size(x) for x in jax.tree.leaves(state))
   assert state_size == 2 * live + 2  # Adam's mu, nu of trained + 2 counts.
+
+
+def _lit_like(schedule, dont_load=("head/.*",), model_init=None):
+  params = {"img": {"body": {"kernel": jnp.ones((2, 2))},
+                    "head": {"kernel": jnp.ones((2, 3))}},
+            "txt": {"kernel": jnp.ones((2, 3))}}
+  config = ml_collections.ConfigDict(dict(
+      schedule=schedule, model_init=model_init or {"img": "x.npz"},
+      model_load=dict(dont_load=list(dont_load))))
+  return config, optim.frozen_mask(config, params)
+
+
+def test_locking_a_param_that_is_not_loaded_is_an_error():
+  train_rest = (".*", dict(decay_type="cosine"))
+  config, frozen = _lit_like([("img/.*", None), train_rest])
+  with pytest.raises(ValueError, match=r"\['img/head/kernel'\].*dont_load"):
+    optim.check_locked_are_loaded(config, frozen)
+  # Fine: the head trains, or is loaded, or nothing is loaded at all.
+  for config, frozen in (
+      _lit_like([("img/head/.*", dict(decay_type="cosine")),
+                 ("img/.*", None), train_rest]),
+      _lit_like([("img/.*", None), train_rest], dont_load=()),
+      _lit_like([("txt/.*", None), train_rest], model_init={"txt": "y"},
+                dont_load=("nothing",))):
+    optim.check_locked_are_loaded(config, frozen)

@@ -27,9 +27,13 @@ the TFDS default data dir. Other TFDS datasets must already be prepared
 """
 
 import collections
+import contextlib
+import difflib
 import functools
+import io
 import os
 import threading
+import time
 from typing import Protocol
 
 import tensorflow as tf
@@ -110,9 +114,8 @@ def get_builder(name, data_dir=None):
 def _get_builder(name, data_dir):
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"Unknown dataset {name!r}: neither a registered data "
-                     f"source nor a TFDS dataset ({e}).") from None
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(_unknown_dataset_message(name)) from None
   if builder.is_prepared():
     return builder
   if not _is_builtin(name):
@@ -123,14 +126,37 @@ def _get_builder(name, data_dir):
   return tfds.builder(name, data_dir=data_dir)
 
 
+def _unknown_dataset_message(name):
+  """Names the closest registered sources and TFDS datasets, not all 500."""
+  base = name.split("/")[0].split(":")[0]
+  known = list(tfds.list_builders(with_community_datasets=False))
+  close = difflib.get_close_matches(base, known, n=5, cutoff=0.6)
+  hint = (f" Did you mean {', '.join(map(repr, close))}?" if close else
+          " `tfds.list_builders()` lists the TFDS names.")
+  return (f"Unknown dataset {name!r}: neither a registered data source nor a "
+          f"TFDS dataset.{hint} Own data: `imagefolder:DIR` or `jsonl:FILE`.")
+
+
 def _prepare_offline(builder):
+  """Generates a built-in dataset; TFDS's download messages are not shown.
+
+  (It would announce "Downloading and preparing dataset Unknown size" for
+  data generated here without any download.)
+  """
   config = tfds.download.DownloadConfig(try_download_gcs=False)
+  print(f"Preparing the built-in dataset {builder.name} in {builder.data_dir}"
+        " (first use only) ...", flush=True)
+  t0 = time.perf_counter()
+  quiet = io.StringIO()
   try:
-    builder.download_and_prepare(download_config=config)
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+      builder.download_and_prepare(download_config=config)
   except Exception:  # pylint: disable=broad-except
     # Another process may have prepared it at the same time.
     if not builder.is_prepared():
       raise
+  print(f"Prepared {builder.name} in {time.perf_counter() - t0:.0f}s.",
+        flush=True)
 
 
 class TfdsSource:
@@ -142,14 +168,33 @@ class TfdsSource:
 
   def num_examples(self, split):
     """Number of examples of `split` (TFDS split syntax, e.g. "a+b[:10%]")."""
-    return self.builder.info.splits[split].num_examples
+    with self._naming_split(split):
+      return self.builder.info.splits[split].num_examples
 
   def num_examples_per_process(self, split, *, process_count,
                                drop_remainder):
     """Size of each process's share of `split`."""
-    shares = tfds.even_splits(split, n=process_count,
-                              drop_remainder=drop_remainder)
-    return [self.builder.info.splits[s].num_examples for s in shares]
+    with self._naming_split(split):
+      shares = tfds.even_splits(split, n=process_count,
+                                drop_remainder=drop_remainder)
+      return [self.builder.info.splits[s].num_examples for s in shares]
+
+  @contextlib.contextmanager
+  def _naming_split(self, split):
+    """Re-raises TFDS's split errors naming this dataset and close splits."""
+    try:
+      yield
+    except (KeyError, ValueError) as e:
+      known = list(self.builder.info.splits)
+      unknown = [n for n in _split_names(split) if n not in known]
+      if unknown:
+        within = f" (in split {split!r})" if split != unknown[0] else ""
+        raise ValueError(
+            f"TFDS dataset {self.name!r} has no split {unknown[0]!r}{within};"
+            f" its splits: {known}.{_close_splits(unknown, known)}") from None
+      detail = " ".join(str(e.args[0] if e.args else e).split())
+      raise ValueError(f"Bad split {split!r} of TFDS dataset {self.name!r}: "
+                       f"{detail}") from None
 
   def get_tfdata(self, split, *, process_index, process_count,
                  drop_remainder):
@@ -157,8 +202,9 @@ class TfdsSource:
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index={process_index} is not in "
                        f"[0, process_count={process_count}).")
-    share = tfds.even_splits(split, n=process_count,
-                             drop_remainder=drop_remainder)[process_index]
+    with self._naming_split(split):
+      share = tfds.even_splits(split, n=process_count,
+                               drop_remainder=drop_remainder)[process_index]
     options = tf.data.Options()
     options.deterministic = True
     read_config = tfds.ReadConfig(options=options, try_autocache=False,
@@ -174,6 +220,18 @@ class TfdsSource:
 
   def __repr__(self):
     return f"TfdsSource({self.name!r}, data_dir={self.builder.data_dir!r})"
+
+
+def _split_names(split):
+  """The base split names of a TFDS split spec, e.g. "a[:10%]+b" -> a, b."""
+  return [part.split("[")[0].strip() for part in split.split("+")]
+
+
+def _close_splits(unknown, known):
+  """" Did you mean ...?" for the `unknown` split names, or ""."""
+  hints = [c for name in unknown
+           for c in difflib.get_close_matches(name, known, n=1, cutoff=0.6)]
+  return f" Did you mean {', '.join(map(repr, hints))}?" if hints else ""
 
 
 def get_source(name, data_dir=None, **kwargs):

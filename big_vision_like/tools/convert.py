@@ -33,6 +33,7 @@ are timm's / open_clip's, and is printed as notes.
 import argparse
 import json
 import os
+import sys
 import tempfile
 
 import jax
@@ -94,10 +95,13 @@ def save_orbax(params, directory, *, meta=None, overwrite=False):
     raise FileExistsError(f"save_orbax: {directory} exists (pass "
                           "overwrite=True / --overwrite).")
   state = {"params": jax.tree.map(np.asarray, params)}
+  meta = dict(meta or {"step": 0})
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
     ckpt.save(directory, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        meta=ocp.args.JsonSave(dict(meta or {"step": 0}))), force=overwrite)
+        meta=ocp.args.JsonSave(meta),
+        checksums=ocp.args.JsonSave(
+            checkpoint.checksums_record(state, meta))), force=overwrite)
   return directory
 
 
@@ -171,6 +175,7 @@ def convert(src, fmt_in, *, layout="keep", **kw):
   """
   kw = {k: v for k, v in kw.items() if v is not None}
   model_kw, notes = None, []
+  check_input_format(src, fmt_in)
   if fmt_in in ("npz", "orbax"):
     if kw:
       raise ValueError(f"--from {fmt_in} takes no conversion options, got "
@@ -190,6 +195,37 @@ def convert(src, fmt_in, *, layout="keep", **kw):
   if layout != "keep":
     params = relayout(params, scanned=layout == "scanned")
   return params, model_kw, notes
+
+
+def _strip_subtree(src):
+  """`src` without a `:a/b` subtree suffix (as `load_params` reads it)."""
+  if ":" in os.path.basename(src):
+    return src.rsplit(":", 1)[0]
+  return src
+
+
+def check_input_format(src, fmt_in):
+  """Raises a ValueError when `src` is plainly not in format `fmt_in`.
+
+  `load_params` tells `.npz` files from orbax directories by themselves, so
+  without this check `--from npz` would read an orbax directory (and the
+  other way around) and the flag would mean nothing.
+  """
+  path = _strip_subtree(src) if fmt_in in ("npz", "orbax") else src
+  if not os.path.exists(path):
+    return  # The reader names the missing file.
+  is_dir, is_npz = os.path.isdir(path), path.endswith(".npz")
+  if fmt_in == "npz" and (is_dir or not is_npz):
+    what = "a directory" if is_dir else "not a `.npz` file"
+    hint = " (an orbax checkpoint? use --from orbax)" if is_dir else ""
+    raise ValueError(f"--from npz: {path} is {what}{hint}.")
+  if fmt_in == "orbax" and not is_dir:
+    hint = " (use --from npz)" if is_npz else ""
+    raise ValueError(f"--from orbax: {path} is a file, not an orbax "
+                     f"checkpoint directory or workdir{hint}.")
+  if fmt_in not in ("npz", "orbax") and is_dir:
+    raise ValueError(f"--from {fmt_in}: {path} is a directory, not a "
+                     "`.safetensors` or torch state-dict file.")
 
 
 # Options of the torch formats: flag -> (formats, argparse kwargs).
@@ -282,5 +318,19 @@ def main(argv=None):
   return out
 
 
+def run(argv=None):
+  """`main` for the command line: a bad input exits 1 with one error line.
+
+  Errors about the inputs (a missing or unreadable file, a wrong format, a
+  missing optional package) are printed without a traceback; anything else
+  keeps its traceback.
+  """
+  try:
+    return main(argv)
+  except (OSError, ValueError, KeyError, ImportError) as e:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    sys.exit(f"convert: error: {message}")
+
+
 if __name__ == "__main__":
-  main()
+  run()

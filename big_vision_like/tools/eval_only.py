@@ -78,6 +78,7 @@ def evaluate(config, workdir, params_path=None):
       _unscheduled(config.evals),
       step_lib.make_predict_fns(model, config.model_inputs), mesh=mesh,
       batch_size=config.input.batch_size, total_steps=None, workdir=workdir)
+  evaluators.check_inputs(evals, state)
   results = {}
   for ev in evals:
     t0 = time.perf_counter()
