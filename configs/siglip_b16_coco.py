@@ -22,14 +22,17 @@ Command (a GPU/TPU machine; add --distributed on several hosts):
 
 Runtime and result: not measured yet (the project's machine has no
 accelerator and no copy of COCO). `:short` gives the same recipe with tiny
-towers, for smoke runs.
+towers, for smoke runs. The JSONL variant's pipeline and evaluator run two
+steps in `tests/test_configs.py` (a corpus of 56 tiny images, tiny towers,
+`res=32`); the COCO variant's `flatten` of `captions/text` is not run there.
 """
 
 from big_vision_like import config as config_lib
 
 
 def get_config(arg=None):
-  """`arg`: data=coco|jsonl:ROOT, tokenizer=PATH, vocab=N, batch=N, epochs=N."""
+  """`arg`: data=coco|jsonl:ROOT, tokenizer=PATH, vocab=N, batch=N, epochs=N,
+  res=N (image side), short."""
   arg = config_lib.parse_arg(arg, data="coco", tokenizer="", vocab=32_000,
                              batch=4096, epochs=40, res=224, short=False)
   coco = arg.data == "coco"
@@ -42,8 +45,7 @@ def get_config(arg=None):
   pp_img = (f"decode|resize({arg.res})|value_range(-1, 1)")
   texts = "captions/text" if coco else "texts"
   c.input = dict(
-      data=dict(name="coco_captions" if coco else arg.data,
-                split="train" if coco else "train"),
+      data=dict(name="coco_captions" if coco else arg.data, split="train"),
       batch_size=arg.batch,
       shuffle_buffer_size=50_000,
       pp=(f'{"flatten|" if coco else ""}{pp_img}|'

@@ -2,14 +2,23 @@
 
 import glob
 import importlib.util
+import json
 import os
+import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from big_vision_like import config as config_lib
+from big_vision_like import optim
+from big_vision_like import step as step_lib
 from big_vision_like import train
+from big_vision_like import tree_util
+from big_vision_like.pp import tokenizer
+from big_vision_like.registry import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -46,23 +55,178 @@ def test_swapping_the_contrastive_loss_is_one_word(tmp_path, loss):
   assert ("b" in state["params"]) == (loss == "sigmoid")
 
 
+def _flat(tree):
+  """{'/'-joined name: host array} of a params tree."""
+  tree = jax.device_get(tree)
+  return dict(zip(tree_util.tree_names(tree), jax.tree.leaves(tree)))
+
+
+def _lit(tmp_path, arg, name, **overrides):
+  """Trains `lit_shapes:short,{arg}` 2 steps on small shapes; final state.
+
+  Weight decay is off, so any change of a parameter is a gradient update.
+  """
+  cfg = load("lit_shapes", f"short,{arg}")
+  cfg.input.data = dict(name="bvl_shapes/small", split="train")
+  cfg.evals = {}
+  cfg.wd = 0.0
+  cfg.total_steps = cfg.ckpt_steps = 2
+  cfg.update(overrides)
+  state, _ = train.train_and_evaluate(cfg, str(tmp_path / name))
+  return state
+
+
+def _lit_and_initial(tmp_path, arg):
+  """(LiT's trained state, LiT's initial params).
+
+  With lr 0 every update is zero, so that run ends with the params it
+  started from, which are those of the trained run: same config and seed,
+  and the initialisation does not depend on the learning rate.
+  """
+  state = _lit(tmp_path, arg, "lit")
+  initial = _lit(tmp_path, arg, "lit_lr0", lr=0.0)["params"]
+  return state, _flat(initial)
+
+
 def test_lit_locks_the_image_tower(tmp_path):
   pre = load("siglip_shapes", "short")
   pre.input.data = dict(name="bvl_shapes/small", split="train")
   pre.evals = {}
   pretrained, _ = train.train_and_evaluate(pre, str(tmp_path / "pre"))
-  cfg = load("lit_shapes", f"short,img_init={tmp_path}/pre:img")
-  cfg.input.data = dict(name="bvl_shapes/small", split="train")
-  cfg.evals = {}
-  state, _ = train.train_and_evaluate(cfg, str(tmp_path / "lit"))
-  img0 = jax.device_get(pretrained["params"]["img"])
-  jax.tree.map(np.testing.assert_array_equal,
-               jax.device_get(state["params"]["img"]), img0)
-  txt0 = jax.device_get(pretrained["params"]["txt"])
-  changed = jax.tree.leaves(jax.tree.map(
-      lambda a, b: not np.allclose(a, b), jax.device_get(state["params"]["txt"]),
-      txt0))
-  assert any(changed)  # The text tower trains (from scratch here).
+  state, initial = _lit_and_initial(tmp_path, f"img_init={tmp_path}/pre:img")
+  final = _flat(state["params"])
+  loaded = {f"img/{k}": v
+            for k, v in _flat(pretrained["params"]["img"]).items()}
+  assert "img/head/kernel" in loaded  # The SigLIP image head, loaded too.
+  assert {k for k in final if k.startswith("img/")} == set(loaded)
+  for name, value in loaded.items():  # Locked: exactly what was loaded.
+    np.testing.assert_array_equal(final[name], value, err_msg=name)
+  # Everything else trains, from LiT's own initial values.
+  learning = [k for k in final if not k.startswith("img/")]
+  assert "t" in learning and "b" in learning and len(learning) > 10
+  unchanged = [k for k in learning if np.array_equal(final[k], initial[k])]
+  assert not unchanged, unchanged
   opt_shapes = {x.shape for x in jax.tree.leaves(state["opt"])}
-  kernel = state["params"]["img"]["embedding"]["kernel"]
-  assert kernel.shape not in opt_shapes  # No optimizer state for img.
+  assert loaded["img/embedding/kernel"].shape not in opt_shapes  # No state.
+
+
+def _classifier_npz(path, image_kw, num_classes=24):
+  """Writes a ViT classifier's params (random) as a big_vision .npz."""
+  vit = MODELS.get("vit")(num_classes=num_classes, **image_kw)
+  params = vit.init(jax.random.key(7), jnp.zeros((1, 32, 32, 3)))["params"]
+  flat = _flat(params)
+  np.savez(path, **flat)
+  return flat
+
+
+@pytest.mark.parametrize("img_head", ["none", "train"])
+def test_lit_from_a_classifier_locks_what_it_loads(tmp_path, img_head):
+  image_kw = load("lit_shapes", "short").model.image.to_dict()
+  npz = tmp_path / "vit.npz"
+  classifier = _classifier_npz(npz, image_kw)
+  body = {f"img/{k}": v for k, v in classifier.items()
+          if not k.startswith("head/")}
+  arg = f"img_init={npz},img_head={img_head}"
+  if img_head == "train":
+    state, initial = _lit_and_initial(tmp_path, arg)
+  else:
+    state = _lit(tmp_path, arg, "lit")
+  final = _flat(state["params"])
+  img = {k for k in final if k.startswith("img/")}
+  head = {"img/head/kernel", "img/head/bias"} if img_head == "train" else set()
+  assert img == set(body) | head  # The classifier's head is not loaded.
+  for name, value in body.items():  # Locked: exactly what was loaded.
+    np.testing.assert_array_equal(final[name], value, err_msg=name)
+  if img_head == "train":  # A new image head, trained.
+    assert final["img/head/kernel"].shape == (image_kw["width"], 64)
+    for name in head:
+      assert not np.array_equal(final[name], initial[name]), name
+  else:  # The text embeds into the pre-logits space.
+    assert final["txt/head/kernel"].shape[-1] == image_kw["width"]
+
+
+@pytest.mark.parametrize("img_head", ["load", "none", "train"])
+def test_lit_locks_no_parameter_it_does_not_load(img_head):
+  cfg = load("lit_shapes", f"short,img_head={img_head}")
+  model = step_lib.build_model(cfg.model_name, cfg.model)
+  image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  text = jax.ShapeDtypeStruct((1, 16), jnp.int32)
+  params = jax.eval_shape(model.init, jax.random.key(0), image, text)
+  frozen = _flat(optim.frozen_mask(cfg, params["params"]))
+  skip = list(cfg.model_load.dont_load)
+
+  def loaded(name):  # model_init maps a subtree; dont_load is relative to it.
+    top, _, rest = name.partition("/")
+    return (top in cfg.model_init
+            and not any(re.fullmatch(p, rest) for p in skip))
+
+  locked = {name for name, f in frozen.items() if f}
+  # The whole image tower is locked, but for a head it does not load.
+  assert locked == {n for n in frozen if n.startswith("img/") and loaded(n)}
+  assert ("img/head/kernel" in frozen) == (img_head != "none")
+  assert ("img/head/kernel" in locked) == (img_head == "load")
+  assert "img/embedding/kernel" in locked
+
+
+def test_lit_rejects_an_unknown_img_head():
+  with pytest.raises(ValueError, match="img_head='frozen'"):
+    load("lit_shapes", "img_head=frozen")
+
+
+COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40),
+           "blue": (30, 40, 220), "yellow": (240, 230, 30),
+           "black": (5, 5, 5), "white": (250, 250, 250),
+           "purple": (140, 30, 160), "orange": (250, 140, 10)}
+
+
+def _caption_corpus(root, splits=(("train", 40), ("val", 16))):
+  """Writes ROOT/SPLIT.jsonl over 8x8 PNGs of one colour, 1-3 captions each.
+
+  Returns the list of every caption, and {split: its number of captions}.
+  """
+  os.makedirs(root / "imgs")
+  names, texts, counts = sorted(COLOURS), [], {}
+  for split, n in splits:
+    lines = []
+    for i in range(n):
+      colour = names[i % len(names)]
+      pixels = np.full((8, 8, 3), COLOURS[colour], np.uint8)
+      pixels[:1 + i % 7] //= 2  # Darker top rows: a split's images differ.
+      rel = f"imgs/{split}_{i}.png"
+      tf.io.write_file(str(root / rel), tf.io.encode_png(pixels))
+      caps = [f"a {colour} picture", f"{colour} with a dark band {i % 7}",
+              f"photo number {i} in {colour}"][:1 + i % 3]
+      texts += caps
+      counts[split] = counts.get(split, 0) + len(caps)
+      lines.append(json.dumps({"image": rel, "text": caps}))
+    (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+  return texts, counts
+
+
+def test_siglip_b16_coco_trains_on_jsonl_captions(tmp_path):
+  """The COCO/JSONL recipe's whole pipeline and evaluator, tiny towers."""
+  texts, counts = _caption_corpus(tmp_path / "caps")
+  spm = tmp_path / "tiny.model"
+  spm.write_bytes(tokenizer.train_sentencepiece(texts, vocab_size=64))
+  cfg = load("siglip_b16_coco", f"data=jsonl:{tmp_path / 'caps'},"
+             f"tokenizer={spm},vocab=64,batch=16,res=32")
+  assert cfg.input.data.name == f"jsonl:{tmp_path / 'caps'}"
+  assert f'model="{spm}"' in cfg.input.pp
+  cfg.total_epochs, cfg.total_steps = None, 2
+  tiny = dict(width=16, depth=1, mlp_dim=32, num_heads=2)
+  cfg.model.image.update(tiny)
+  cfg.model.text.update(tiny)
+  cfg.model.out_dim = (None, 16)  # No image head: its width is the embedding.
+  state, results = train.train_and_evaluate(cfg, str(tmp_path / "run"))
+  assert int(state["step"]) == 2
+  assert np.isfinite(results["train/loss"])
+  assert state["params"]["img"]["embedding"]["kernel"].shape == (16, 16, 3, 16)
+  assert state["params"]["txt"]["Embed_0"]["embedding"].shape == (64, 16)
+  # Every val image queries once, every real caption once (the captions
+  # padded to 7 rows per image are not counted): recalls are fractions of
+  # 16 and of 31.
+  assert counts["val"] == 31
+  for k in (1, 5, 10):
+    for way, queries in (("i2t", 16), ("t2i", counts["val"])):
+      hits = results[f"retrieval/{way}_recall@{k}"] * queries
+      assert 0 <= hits <= queries and abs(hits - round(hits)) < 1e-6, (way, k)

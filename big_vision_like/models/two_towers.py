@@ -6,6 +6,12 @@ L2-normalised; a learned log-temperature `t` and, for the sigmoid loss, a
 learned bias `b` live next to them. The contrastive logits are
 `zimg @ ztxt.T * exp(t) + b`; the losses compute them. Parameter names match
 big_vision (`img/...`, `txt/...`, `t`, `b`).
+
+LiT locks a loaded image tower (`config.schedule` rule `("img/.*", None)`),
+so the image head, `img/head`, must either come from the checkpoint too or
+be trained. Without an image head (`out_dim[0]=None`) the image embedding
+is the tower's pre-logits, e.g. those of a classifier whose own head is not
+loaded. `configs/lit_shapes.py` (`img_head=load|none|train`) has the three.
 """
 
 from typing import Any

@@ -115,6 +115,24 @@ def test_trainer_style_calls_and_config_dicts():
   np.testing.assert_allclose(jnp.linalg.norm(tr[0], axis=-1), 1.0, rtol=1e-5)
 
 
+def test_no_image_head_embeds_a_classifiers_pre_logits():
+  """out_dim=(None, D) (LiT from a classifier): zimg = its pre-logits."""
+  image = dict(variant="mu/4", depth=1)
+  classifier = registry.MODELS.get("vit")(num_classes=10, **image)
+  vit_params = _init(classifier, IMG)
+  _, vit_aux = classifier.apply({"params": vit_params}, IMG)
+  pre_logits = vit_aux["pre_logits"]  # [B, 32]
+  model = two_towers.Model(image=image, text=TINY["text"], out_dim=(None, 32))
+  params = _init(model, IMG, TEXT)
+  assert set(params["img"]) == set(vit_params) - {"head"}
+  params["img"] = {k: v for k, v in vit_params.items() if k != "head"}
+  zimg, ztxt, _ = model.apply({"params": params}, IMG, TEXT)
+  np.testing.assert_allclose(
+      zimg, pre_logits / np.linalg.norm(pre_logits, axis=-1, keepdims=True),
+      rtol=1e-5, atol=1e-6)
+  assert ztxt.shape == (2, 32)
+
+
 def test_image_head_not_zero_initialised():
   model = two_towers.Model(**TINY)
   params = _init(model, IMG, None)
