@@ -10,179 +10,28 @@ fingerprint of every saved array, and a SHA-256 of `meta`). The RNG is
 derived from the config seed and the step, and the data position from the
 step, so the step restores both.
 
-Orbax's compressed chunks carry no integrity check: a few overwritten bytes
-restore as garbage values without an error. So every restore (`restore`,
-`restore_latest`, `load_params`) recomputes the fingerprints and compares;
-`restore_latest` moves a checkpoint that fails to `checkpoints_damaged/` and
-falls back to the newest one that restores and verifies.
-
-The fingerprint of an array is two wrapping uint32 sums over its elements'
-bit patterns, `sum(u * (2i + 1))` and `sum((u ^ (u >> 16)) * (i * 2654435761
-| 1))` with `u` the element's bits and `i` its row-major index: a changed
-element always changes the first sum (odd weights), the sums are the same
-however the array is sharded, and they are computed where the array lives
-(devices, or NumPy for `load_params`).
+Every restore (`restore`, `restore_latest`, `load_params`) verifies the
+checksums (`checksums.py`: orbax's compressed chunks carry no integrity
+check); `restore_latest` moves a checkpoint that fails to
+`checkpoints_damaged/` and falls back to the newest one that restores and
+verifies.
 """
 
 import contextlib
-import hashlib
-import json
 import logging as std_logging
 import os
 
 from absl import logging
 from etils import epath
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-CHECKSUMS_FORMAT = 1
+from big_vision_like import checksums
+from big_vision_like.checksums import CheckpointError  # Re-exported.
+from big_vision_like.checksums import CheckpointMismatchError  # Re-exported.
+
 DAMAGED_DIR = "checkpoints_damaged"
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be restored or fails its checksums."""
-
-
-class CheckpointMismatchError(ValueError):
-  """A checkpoint whose arrays differ from the state the config builds."""
-
-
-def leaf_names(tree):
-  """`/`-joined names of the leaves of `tree`, in `jax.tree.leaves` order."""
-  def name(path):
-    parts = []
-    for key in path:
-      for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-          parts.append(str(getattr(key, attr)))
-          break
-    return "/".join(parts)
-  return [name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-_GOLDEN = 2654435761  # Knuth's multiplicative hash constant (< 2**32).
-
-
-def _unsigned(dtype):
-  return {1: np.uint8, 2: np.uint16, 4: np.uint32}[np.dtype(dtype).itemsize]
-
-
-def _fingerprint_jax(x):
-  """[2] uint32 fingerprint of one jax array (see the module docstring)."""
-  if x.dtype == jnp.bool_:
-    u = x.astype(jnp.uint32)
-  else:
-    u = jax.lax.bitcast_convert_type(x, _unsigned(x.dtype)).astype(jnp.uint32)
-  i = jnp.zeros(x.shape, jnp.uint32)
-  for axis in range(x.ndim):  # Row-major index, without reshaping shards.
-    stride = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
-    i = i + jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis) * jnp.uint32(
-        stride)
-  w2 = (i * jnp.uint32(_GOLDEN)) | jnp.uint32(1)
-  h1 = jnp.sum(u * (i * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
-  h2 = jnp.sum((u ^ (u >> 16)) * w2, dtype=jnp.uint32)
-  return jnp.stack([h1, h2])
-
-
-_fingerprints_jit = jax.jit(lambda leaves: [_fingerprint_jax(x)
-                                            for x in leaves])
-
-
-def fingerprint_np(x):
-  """The fingerprint of one array computed with NumPy: [h1, h2] ints."""
-  x = np.ascontiguousarray(np.asarray(x))
-  if x.dtype == np.bool_:
-    u = x.astype(np.uint32).ravel()
-  elif x.dtype.itemsize == 8:  # Two uint32 words per element (as in jax x64).
-    raise ValueError(f"Fingerprints of {x.dtype} arrays are not defined.")
-  else:
-    u = x.view(_unsigned(x.dtype)).astype(np.uint32).ravel()
-  i = np.arange(u.size, dtype=np.uint32)
-  with np.errstate(over="ignore"):
-    w2 = (i * np.uint32(_GOLDEN)) | np.uint32(1)
-    h1 = np.sum(u * (i * np.uint32(2) + np.uint32(1)), dtype=np.uint64)
-    h2 = np.sum((u ^ (u >> np.uint32(16))) * w2, dtype=np.uint64)
-  return [int(h1 % 2**32), int(h2 % 2**32)]
-
-
-def fingerprints(tree):
-  """{name: [h1, h2]} of every array leaf of `tree` (jax or NumPy arrays)."""
-  names, leaves = leaf_names(tree), jax.tree.leaves(tree)
-  if all(isinstance(x, jax.Array) for x in leaves):
-    values = [[int(v) for v in fp]
-              for fp in jax.device_get(_fingerprints_jit(leaves))]
-  else:
-    values = [fingerprint_np(x) for x in leaves]
-  return dict(zip(names, values))
-
-
-def _meta_digest(meta):
-  return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-
-
-def checksums_record(state, meta):
-  """The `checksums` item of a checkpoint of `state` (arrays) and `meta`."""
-  fps = fingerprints(state)
-  arrays = {name: {"shape": list(np.shape(x)), "dtype": str(x.dtype),
-                   "fingerprint": fps[name]}
-            for name, x in zip(leaf_names(state), jax.tree.leaves(state))}
-  return {"format": CHECKSUMS_FORMAT, "arrays": arrays,
-          "meta_sha256": _meta_digest(meta)}
-
-
-def _read_checksums(step_dir):
-  """The `checksums` record of a step directory, or None if it has none."""
-  path = epath.Path(step_dir) / "checksums" / "metadata"
-  if not path.exists():
-    return None
-  try:
-    record = json.loads(path.read_bytes().decode("utf-8"))
-    assert record["format"] == CHECKSUMS_FORMAT and "arrays" in record
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f"{path}: unreadable checksums ({type(e).__name__}:"
-                          f" {e}).") from None
-  return record
-
-
-def verify(where, record, tree, *, prefix="", meta=None):
-  """Raises CheckpointError naming the arrays of `tree` that fail `record`.
-
-  Args:
-    where: the checkpoint's path, for the message.
-    record: a `checksums_record`.
-    tree: the restored arrays (the whole state, or the subtree `prefix`).
-    prefix: the name of `tree` in the saved state, e.g. "params/".
-    meta: the restored meta, checked against the record's digest if given.
-  """
-  problems = []
-  if meta is not None and _meta_digest(meta) != record.get("meta_sha256"):
-    problems.append("meta differs from what was saved")
-  for name, fp in fingerprints(tree).items():
-    saved = record["arrays"].get(prefix + name)
-    if saved is None:
-      problems.append(f"{prefix + name} was not saved")
-    elif saved["fingerprint"] != fp:
-      problems.append(f"{prefix + name} differs from what was saved")
-  if problems:
-    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    raise CheckpointError(f"Checkpoint {where} is damaged: "
-                          + "; ".join(problems[:5]) + more + ".")
-
-
-def _mismatches(record_arrays, abstract, prefix=""):
-  """Lines naming the arrays whose names/shapes/dtypes differ."""
-  want = {prefix + n: (tuple(x.shape), str(x.dtype))
-          for n, x in zip(leaf_names(abstract), jax.tree.leaves(abstract))}
-  have = {n: (tuple(a["shape"]), a["dtype"]) for n, a in record_arrays.items()
-          if n.startswith(prefix)}
-  lines = [f"{n}: checkpoint {have[n][0]} {have[n][1]}, config {want[n][0]} "
-           f"{want[n][1]}" for n in sorted(want) if n in have
-           and have[n] != want[n]]
-  lines += [f"{n}: not in the checkpoint" for n in sorted(set(want) - set(have))]
-  lines += [f"{n}: only in the checkpoint" for n in sorted(set(have) - set(want))]
-  return lines
 
 
 class Checkpointer:
@@ -213,7 +62,7 @@ class Checkpointer:
     The checksums are computed first, on the arrays where they live (this
     waits for `state` to be computed).
     """
-    record = checksums_record(state, meta)
+    record = checksums.make_record(state, meta)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         meta=ocp.args.JsonSave(meta),
@@ -233,15 +82,15 @@ class Checkpointer:
       CheckpointError: the checkpoint cannot be read or fails its checksums.
     """
     where = os.path.join(self.directory, str(step))
-    record = _read_checksums(where)
+    record = checksums.read_record(where)
     if record is not None:
-      lines = _mismatches(record["arrays"], abstract_state)
+      lines = checksums.mismatches(record["arrays"], abstract_state)
       if lines:
         raise CheckpointMismatchError(
             f"Checkpoint {where} does not match the state this config builds"
-            f" ({len(lines)} arrays differ; a changed model or optimizer "
-            "config? Use another workdir, or restore the config):\n  "
-            + "\n  ".join(lines[:20]))
+            " (a changed model or optimizer config? Use another workdir, or "
+            "restore the config):\n  " + "\n  ".join(lines[:20])
+            + ("\n  ..." if len(lines) > 20 else ""))
     try:
       out = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state),
@@ -253,7 +102,7 @@ class Checkpointer:
       logging.warning("Checkpoint %s has no checksums (written by an older "
                       "version): not verified.", where)
     else:
-      verify(where, record, out["state"], meta=out["meta"])
+      checksums.verify(where, record, out["state"], meta=out["meta"])
     return out["state"], out["meta"]
 
   def restore_latest(self, abstract_state, log=print):
@@ -314,10 +163,11 @@ def _check_writable(directory):
   """Fails at once, naming `directory`, where checkpoints cannot be written."""
   if "://" in directory:
     return
-  path = directory
+  resolved = os.path.realpath(directory)  # Through symbolic links.
+  path = resolved
   while not os.path.exists(path):
     path = os.path.dirname(path)
-  target = directory if os.path.exists(directory) else path
+  target = resolved if os.path.exists(resolved) else path
   if not os.path.isdir(target):
     raise NotADirectoryError(f"Checkpoints go to {directory}, but {target} is "
                              "not a directory.")
@@ -399,7 +249,7 @@ def _load_orbax(path):
     if step_dir is None:
       raise FileNotFoundError(f"load_params: no complete checkpoint in {path}.")
     path = step_dir
-  record = _read_checksums(path)
+  record = checksums.read_record(path)
   # Only the params (not the optimizer state), as host numpy arrays: the
   # saving run's devices and shardings may differ from this one's (e.g. saved
   # on 2 devices, loaded on 1).
@@ -419,7 +269,7 @@ def _load_orbax(path):
     logging.warning("load_params: %s has no checksums (written by an older "
                     "version): not verified.", path)
   else:
-    verify(path, record, params, prefix="params/")
+    checksums.verify(path, record, params, prefix="params/")
   return params
 
 

@@ -6,6 +6,7 @@ two units at once.
 """
 
 import difflib
+import math
 
 import ml_collections
 
@@ -87,6 +88,9 @@ def to_steps(kw, name, *, batch_size=None, data_size=None, total_steps=None,
                        + ", ".join(f"{name}_{u}" for u in _DURATION_UNITS))
     return default
   (unit, value), = given.items()
+  if (not isinstance(value, (int, float)) or isinstance(value, bool)
+      or not math.isfinite(value)):
+    raise ValueError(f"{name}_{unit}={value!r} must be a finite number.")
 
   def need(what, v):
     if v is None:
@@ -147,6 +151,7 @@ def _fill(config, defaults, path):
         out[key] = default
       continue
     value = config[key]
+    _check_type(sub, value, default)
     if isinstance(default, dict) and default and value is not None:
       if not isinstance(value, dict):
         raise TypeError(f"Config key {sub} must be a dict, got {value!r}.")
@@ -156,8 +161,32 @@ def _fill(config, defaults, path):
   return out
 
 
+def _kind(value):
+  """"bool", "number" or "str" for scalars of those types, else None."""
+  if isinstance(value, bool):
+    return "bool"
+  if isinstance(value, (int, float)):
+    return "number"
+  if isinstance(value, str):
+    return "str"
+  return None
 
-def check_kwargs(fn, kwargs, where, *, skip=()):
+
+def _check_type(path, value, default):
+  """Rejects a scalar of another kind than its default (None is allowed).
+
+  E.g. `seed="0"` or `input.cache_raw="False"` (a non-empty string is true)
+  would otherwise fail deep inside the trainer, or silently do the opposite.
+  """
+  kind = _kind(default)
+  if kind is None or value is None or _kind(value) == kind:
+    return
+  raise TypeError(f"Config key {path}={value!r} must be a {kind} "
+                  f"(like its default {default!r}), not "
+                  f"{type(value).__name__}.")
+
+
+def check_kwargs(fn, kwargs, where, *, skip=(), also=()):
   """Raises an error naming `where` if `fn` does not accept every kwarg.
 
   Args:
@@ -165,6 +194,9 @@ def check_kwargs(fn, kwargs, where, *, skip=()):
     kwargs: the keyword arguments a config section will pass to `fn`.
     where: the config path for the message, e.g. "config.model".
     skip: parameter names the caller passes itself (not from the config).
+    also: keys of the config section that the caller reads (and removes)
+      before calling `fn`, e.g. an evaluator's `type` and `log_steps`: they
+      are listed as known and offered as close matches.
   """
   import inspect  # pylint: disable=g-import-not-at-top
   params = inspect.signature(fn).parameters
@@ -172,9 +204,9 @@ def check_kwargs(fn, kwargs, where, *, skip=()):
     return
   named = {n for n, p in params.items()
            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-  unknown = sorted(set(kwargs) - named)
+  unknown = sorted(set(kwargs) - named - set(also))
   if unknown:
-    known = sorted(named - set(skip))
+    known = sorted((named - set(skip)) | set(also))
     close = difflib.get_close_matches(unknown[0], known, n=3)
     hint = f" Did you mean {close}?" if close else ""
     raise KeyError(f"Unknown key(s) {unknown} in {where}.{hint} "

@@ -105,9 +105,17 @@ def _fsdp_spec(shape, mesh, axis=None, min_size=0):
 _RULES = {"replicate": _replicate_spec, "fsdp": _fsdp_spec}
 
 
+def _compile(regex):
+  try:
+    return re.compile(regex)
+  except re.error as e:
+    raise ValueError(f"config.sharding_rules: bad regex {regex!r} ({e}).") \
+        from None
+
+
 def infer_shardings(tree, rules, mesh):
   """NamedShardings for every leaf of `tree` (arrays or ShapeDtypeStructs)."""
-  compiled = [(re.compile(regex), *_parse_rule(rule)) for regex, rule in rules]
+  compiled = [(_compile(regex), *_parse_rule(rule)) for regex, rule in rules]
   for _, name, _ in compiled:
     if name not in _RULES:
       raise ValueError(f"Unknown sharding rule {name!r} in "

@@ -4,8 +4,10 @@ Kept apart from `train.py` so the step, the models and the losses import
 without TensorFlow (benchmarks, notebooks, machines without tf.data).
 """
 
+import dataclasses
 import functools
 import inspect
+import typing
 
 import jax
 import optax
@@ -91,9 +93,32 @@ def build_model(name, kwargs):
   factory = MODELS.get(name)
   config_lib.check_kwargs(factory, kwargs, "config.model")
   try:
-    return factory(**kwargs)
+    model = factory(**kwargs)
   except TypeError as e:  # Factories passing **kw on to a module.
     raise KeyError(f"config.model (model_name={name!r}): {e}") from None
+  _check_field_types(model, "config.model")
+  return model
+
+
+def _check_field_types(model, where):
+  """Raises naming `where.<field>` if a field annotated int/float/str/bool
+  holds a value of another type (e.g. `width='16'` from a CLI override)."""
+  try:
+    hints = typing.get_type_hints(type(model))
+  except Exception:  # pylint: disable=broad-except
+    return  # Unresolvable annotations: nothing to check against.
+  numbers = {int: (int,), float: (int, float)}
+  for field in dataclasses.fields(model):
+    want, value = hints.get(field.name), getattr(model, field.name, None)
+    if want in numbers:
+      ok = isinstance(value, numbers[want]) and not isinstance(value, bool)
+    elif want in (str, bool):
+      ok = isinstance(value, want)
+    else:
+      continue
+    if not ok:
+      raise TypeError(f"{where}.{field.name}={value!r}: must be a "
+                      f"{want.__name__}.")
 
 
 def build_loss(name, kwargs, mesh):

@@ -133,13 +133,25 @@ def _check_batch_size(batch_size):
 
 
 def _check_numbers(config):
-  """Finite, non-negative learning rate and weight decay."""
+  """Finite non-negative lr and wd; cadences that are counts of steps."""
   for key in ("lr", "wd"):
     value = config[key]
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
       raise ValueError(f"config.{key}={value!r}: must be a finite number "
                        ">= 0.")
+  for key, least, optional in (("log_training_steps", 1, False),
+                               ("preemption_sync_steps", 1, False),
+                               ("keep_ckpt", 1, False),
+                               ("ckpt_steps", 0, True),  # 0: none periodic.
+                               ("keep_ckpt_steps", 1, True)):
+    value = config[key]
+    if optional and value is None:
+      continue
+    if (not isinstance(value, int) or isinstance(value, bool)
+        or value < least):
+      raise ValueError(f"config.{key}={value!r}: must be an integer >= "
+                       f"{least}{' (or None)' if optional else ''}.")
 
 
 class _Setup:
@@ -315,6 +327,9 @@ def train_and_evaluate(config, workdir):
       step in flight is saved and complete.
   """
   config = config_lib.check_and_fill(config, DEFAULTS)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(f"The workdir {workdir} is a file, not a "
+                             "directory.")
   os.makedirs(workdir, exist_ok=True)
   setup = _Setup(config, workdir)
   try:  # Pending checkpoints are completed whatever happens.

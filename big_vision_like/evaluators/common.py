@@ -154,7 +154,8 @@ def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
         total_steps=total_steps, default=default_log_steps)
     cfg.setdefault("batch_size", batch_size)
     _inject(cls, cfg, workdir=workdir, name=name)
-    config_lib.check_kwargs(cls, cfg, where, skip=("predict_fn", "mesh"))
+    config_lib.check_kwargs(cls, cfg, where, skip=("predict_fn", "mesh"),
+                            also=("type", "pred", *_SCHEDULE_KEYS))
     out.append(Scheduled(name, cls(predict_fns[pred], mesh=mesh, **cfg),
                          every, pp=cfg.get("pp_fn")))
   return out

@@ -1,6 +1,8 @@
 """Small helpers shared by the model modules."""
 
 from collections.abc import Mapping
+import dataclasses
+import inspect
 import math
 import os
 import re
@@ -306,3 +308,22 @@ def load_into(init_params, path_or_tree, *, dont_load=(), model=None):
   loaded = _resample_posembs(loaded, init_params,
                              _vit_paths(init_params, model))
   return merge_params(loaded, init_params, dont_load=dont_load, where=where)
+
+
+def factory_signature(module_cls, **keyword_only):
+  """The signature of `Model(num_classes=None, *, <keyword_only>, **fields)`.
+
+  Factories pass `**kw` on to their flax module; with this as their
+  `__signature__`, the trainer's key check sees the module's fields and
+  suggests close matches for a misspelled `config.model` key.
+  """
+  kw_only = inspect.Parameter.KEYWORD_ONLY
+  params = [inspect.Parameter("num_classes",
+                              inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              default=None)]
+  params += [inspect.Parameter(k, kw_only, default=v)
+             for k, v in keyword_only.items()]
+  params += [inspect.Parameter(f.name, kw_only, default=None)
+             for f in dataclasses.fields(module_cls)
+             if f.name not in ("parent", "name", "num_classes", *keyword_only)]
+  return inspect.Signature(params)

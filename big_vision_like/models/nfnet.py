@@ -388,4 +388,5 @@ def Model(num_classes=None, *, variant="F0", **kw):  # pylint: disable=C0103
   return _Model(num_classes=num_classes, **{**decode_variant(variant), **kw})
 
 
+Model.__signature__ = common.factory_signature(_Model, variant="F0")
 MODELS.register("nfnet", Model)

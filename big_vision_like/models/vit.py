@@ -395,6 +395,7 @@ def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=C0103
   return _Model(num_classes=num_classes, **{**decode_variant(variant), **kw})
 
 
+Model.__signature__ = common.factory_signature(_Model, variant=None)
 MODELS.register("vit", Model)
 
 # Every attention of the encoder, unscanned (`encoderblock_{i}`) or scanned.

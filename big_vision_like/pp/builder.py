@@ -89,8 +89,9 @@ def _make_op(spec, pp_pipeline):
   where = f"in pp string {pp_pipeline!r}"
   try:
     factory = registry.PP_OPS.get(name)
-  except KeyError as e:
-    raise ValueError(f"Unknown pp op {name!r} {where}: {e.args[0]}") from None
+  except KeyError as e:  # The registry's message, minus its first sentence.
+    hint = e.args[0].removeprefix(f"Unknown pp op {name!r}.").strip()
+    raise ValueError(f"Unknown pp op {name!r} {where}. {hint}") from None
   sig = inspect.signature(factory)
   try:
     _check_keywords(sig, kwargs)

@@ -39,7 +39,7 @@ import tempfile
 import jax
 import numpy as np
 
-from big_vision_like import checkpoint, tree_util
+from big_vision_like import checkpoint, checksums, tree_util
 from big_vision_like.models import vit
 from big_vision_like.tools import convert_open_clip, convert_torch
 
@@ -101,7 +101,7 @@ def save_orbax(params, directory, *, meta=None, overwrite=False):
         state=ocp.args.StandardSave(state),
         meta=ocp.args.JsonSave(meta),
         checksums=ocp.args.JsonSave(
-            checkpoint.checksums_record(state, meta))), force=overwrite)
+            checksums.make_record(state, meta))), force=overwrite)
   return directory
 
 

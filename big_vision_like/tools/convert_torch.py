@@ -24,9 +24,34 @@ from big_vision_like.models import vit
 
 # ---------------------------------------------------------------- loading
 
+_INSTALL_HINT = ("the torch converters need the `torch` extra: "
+                 "pip install -e '.[torch]' (PyTorch, safetensors, timm, "
+                 "open_clip)")
+
+
+def _import_torch():
+  """The torch module, or an error saying how to install it."""
+  try:
+    import torch  # pylint: disable=C0415
+  except ModuleNotFoundError as e:
+    raise ModuleNotFoundError(f"No module named {e.name!r}: {_INSTALL_HINT}.",
+                              name=e.name) from None
+  return torch
+
+
+def _safetensors_load_file():
+  """`safetensors.torch.load_file`, or an error saying how to install it."""
+  _import_torch()
+  try:
+    from safetensors.torch import load_file  # pylint: disable=C0415
+  except ModuleNotFoundError as e:
+    raise ModuleNotFoundError(f"No module named {e.name!r}: {_INSTALL_HINT}.",
+                              name=e.name) from None
+  return load_file
+
 
 def _to_numpy(t):
-  import torch  # pylint: disable=C0415
+  torch = _import_torch()
   t = t.detach().cpu()
   if t.dtype == torch.bfloat16:
     return t.view(torch.int16).numpy().view(jax.numpy.bfloat16)
@@ -69,10 +94,9 @@ def load_torch_state_dict(path):
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist.")
   if path.endswith(".safetensors"):
-    from safetensors.torch import load_file  # pylint: disable=C0415
-    sd = load_file(path)
+    sd = _safetensors_load_file()(path)
   else:
-    import torch  # pylint: disable=C0415
+    torch = _import_torch()
     try:
       sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # Pickled modules, other formats.
