@@ -100,7 +100,7 @@ def test_fsdp_rules_match_replicated_training(tmp_path):
     (lambda c: c.input.data.__delitem__("split"), KeyError,
      r"config\.input\.data needs `split`"),
     (lambda c: c.model.__setitem__("widht", 8), KeyError,
-     r"config\.model.*widht"),
+     r"widht.*config\.model.*Did you mean \['width'\]"),
     (lambda c: c.__setitem__("loss_kw", {"smoothing": 0.1}), KeyError,
      r"config\.loss_kw.*smoothing.*label_smoothing"),
     (lambda c: c.__setitem__("loss", "softmax_xnet"), KeyError,
