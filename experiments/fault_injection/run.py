@@ -12,11 +12,11 @@ workdir.
   of a finished workdir ("already complete", evaluators only); a resume
   (a 150-step run extended to 300). Counts exit codes (any abort at
   interpreter exit shows as 134 / SIGABRT).
-- `kills`: a run with a checkpoint every 20 steps is SIGKILLed at a random
-  moment after its first step (uniform over 90% of an uninterrupted run's
-  time from there, so some kills land while a checkpoint is being
-  written), then rerun to the end; the final params
-  must equal an uninterrupted run's (max |diff| reported).
+- `kills`: a run with a checkpoint every 20 steps is SIGKILLed 0-0.2 s
+  after a random logged step in 20..280 (every other one starts a
+  checkpoint, so some kills land while one is being written), then rerun
+  to the end; the final params must equal an uninterrupted run's (max
+  |diff| reported).
 - `terms`: as `kills` with SIGTERM and no periodic checkpoint; the run must
   exit 143 within 60 s, leaving a checkpoint of the step it was at.
 
@@ -103,12 +103,20 @@ def _start(workdir, ckpt_steps):
   return proc, time.time() - t0
 
 
+def _wait_for_step(workdir, step, proc):
+  path = os.path.join(workdir, "metrics.jsonl")
+  while True:
+    assert proc.poll() is None, f"the run ended before step {step}"
+    with open(path) as f:
+      if f'"step": {step},' in f.read():
+        return
+    time.sleep(0.005)
+
+
 def interrupts(runs, tmp, sig):
   ref = os.path.join(tmp, "reference")
   proc, _ = _start(ref, 100)
-  t0 = time.time()
   assert proc.wait() == 0
-  duration = time.time() - t0  # From the first step to the exit.
   want = checkpoint.load_params(ref)
   ckpt_steps = 20 if sig == signal.SIGKILL else 0  # 0: none periodic.
   worst, bad = 0.0, 0
@@ -116,23 +124,28 @@ def interrupts(runs, tmp, sig):
   for i in range(runs):
     workdir = os.path.join(tmp, f"run{i}")
     proc, _ = _start(workdir, ckpt_steps)
-    delay = rng.uniform(0.0, 0.9) * duration
+    target = rng.randrange(20, 290, 10)  # A logged step; every other one
+    _wait_for_step(workdir, target, proc)  # starts a checkpoint (kills).
+    delay = rng.uniform(0.0, 0.2)
     time.sleep(delay)
     proc.send_signal(sig)
     t_sig = time.time()
     _, err = proc.communicate(timeout=120)
     exit_s = time.time() - t_sig
-    ckpts = sorted(int(s) for s in os.listdir(
-        os.path.join(workdir, "checkpoints")) if s.isdigit()) if os.path.isdir(
-            os.path.join(workdir, "checkpoints")) else []
+    names = (os.listdir(os.path.join(workdir, "checkpoints"))
+             if os.path.isdir(os.path.join(workdir, "checkpoints")) else [])
+    ckpts = sorted(int(s) for s in names if s.isdigit())
+    partial = [s for s in names if not s.isdigit()]  # Being written.
     rc2, err2 = _run(_cmd(workdir, ckpt_steps=ckpt_steps))
     diff = _max_diff(checkpoint.load_params(workdir), want) if rc2 == 0 else -1
     ok = rc2 == 0 and 0 <= diff <= 1e-6 and (
         sig == signal.SIGKILL or (proc.returncode == 128 + sig and exit_s < 60))
     bad += not ok
     worst = max(worst, diff)
-    print(f"run {i + 1:2d} {signal.Signals(sig).name} at {delay:5.1f}s: exit "
-          f"{proc.returncode} after {exit_s:.1f}s, checkpoints {ckpts}, "
+    print(f"run {i + 1:2d} {signal.Signals(sig).name} {delay:.2f}s after "
+          f"step {target}: exit "
+          f"{proc.returncode} after {exit_s:.1f}s, checkpoints {ckpts}"
+          f"{' + one being written' if partial else ''}, "
           f"rerun exit {rc2}, max |params - uninterrupted| {diff:.2g}"
           + ("" if ok else f"  FAILED\n{err[-1500:]}\n{err2[-1500:]}"),
           flush=True)
