@@ -21,7 +21,6 @@ import contextlib
 import logging as std_logging
 import os
 
-from absl import logging
 from etils import epath
 import jax
 import numpy as np
@@ -98,11 +97,7 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f"Checkpoint {where} cannot be restored: "
                             f"{type(e).__name__}: {_first_line(e)}") from e
-    if record is None:
-      logging.warning("Checkpoint %s has no checksums (written by an older "
-                      "version): not verified.", where)
-    else:
-      checksums.verify(where, record, out["state"], meta=out["meta"])
+    checksums.verify(where, record, out["state"], meta=out["meta"])
     return out["state"], out["meta"]
 
   def restore_latest(self, abstract_state, log=print):
@@ -265,11 +260,7 @@ def _load_orbax(path):
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f"load_params: checkpoint {path} cannot be read: "
                           f"{type(e).__name__}: {_first_line(e)}") from e
-  if record is None:
-    logging.warning("load_params: %s has no checksums (written by an older "
-                    "version): not verified.", path)
-  else:
-    checksums.verify(path, record, params, prefix="params/")
+  checksums.verify(path, record, params, prefix="params/")
   return params
 
 

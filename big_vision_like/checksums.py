@@ -16,6 +16,7 @@ however the array is sharded, and they are computed where the array lives
 import hashlib
 import json
 
+from absl import logging
 from etils import epath
 import jax
 import jax.numpy as jnp
@@ -134,11 +135,16 @@ def verify(where, record, tree, *, prefix="", meta=None):
 
   Args:
     where: the checkpoint's path, for the message.
-    record: a `make_record`.
+    record: a `make_record`, or None for a checkpoint written without one
+      (by an older version): a warning says it is not verified.
     tree: the restored arrays (the whole state, or the subtree `prefix`).
     prefix: the name of `tree` in the saved state, e.g. "params/".
     meta: the restored meta, checked against the record's digest if given.
   """
+  if record is None:
+    logging.warning("Checkpoint %s has no checksums (written by an older "
+                    "version): not verified.", where)
+    return
   problems = []
   if meta is not None and _meta_digest(meta) != record.get("meta_sha256"):
     problems.append("meta differs from what was saved")

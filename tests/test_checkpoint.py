@@ -13,12 +13,16 @@ from big_vision_like import checkpoint
 from big_vision_like import sharding
 
 
-def _state(mesh, scale=1.0):
-  tree = {"params": {"w": jnp.arange(32.0).reshape(8, 4) * scale},
-          "step": jnp.array(3, jnp.int32)}
+def _place(tree, mesh):
+  """`tree` on the devices, params FSDP-sharded; and its shardings."""
   sh = sharding.infer_shardings(tree, [("params/.*", "fsdp"),
                                        (".*", "replicate")], mesh)
   return jax.device_put(tree, sh), sh
+
+
+def _state(mesh, scale=1.0):
+  return _place({"params": {"w": jnp.arange(32.0).reshape(8, 4) * scale},
+                 "step": jnp.array(3, jnp.int32)}, mesh)
 
 
 def test_save_restore_with_shardings(tmp_path):
@@ -154,13 +158,10 @@ def _damage_largest_file(step_dir, nbytes=48):
 
 def _big_state(mesh, scale):
   rng = np.random.default_rng(1)
-  tree = {"params": {"w": jnp.asarray(rng.normal(size=(128, 64)) * scale,
-                                      jnp.float32),
-                     "b": jnp.zeros((64,))},
-          "step": jnp.array(3, jnp.int32)}
-  sh = sharding.infer_shardings(tree, [("params/.*", "fsdp"),
-                                       (".*", "replicate")], mesh)
-  return jax.device_put(tree, sh), sh
+  return _place({"params": {"w": jnp.asarray(rng.normal(size=(128, 64))
+                                             * scale, jnp.float32),
+                            "b": jnp.zeros((64,))},
+                 "step": jnp.array(3, jnp.int32)}, mesh)
 
 
 def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path):
