@@ -17,8 +17,6 @@ check); `restore_latest` moves a checkpoint that fails to
 verifies.
 """
 
-import contextlib
-import logging as std_logging
 import os
 
 from etils import epath
@@ -27,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from big_vision_like import checksums
+from big_vision_like import console
 from big_vision_like.checksums import CheckpointError  # Re-exported.
 from big_vision_like.checksums import CheckpointMismatchError  # Re-exported.
 
@@ -217,22 +216,10 @@ def _latest_step_dir(path):
   return os.path.join(path, str(max(steps))) if steps else None
 
 
-@contextlib.contextmanager
 def _no_step_metadata_warning():
-  """Drops orbax's warning that an item directory has no step metadata.
-
-  (Reading the `state` item alone, orbax looks for the step's
-  `_CHECKPOINT_METADATA` in it, and warns on every `load_params`.)
-  """
-  def keep(record):
-    return not record.getMessage().startswith("Metadata file does not exist")
-
-  logger = std_logging.getLogger("absl")
-  logger.addFilter(keep)
-  try:
-    yield
-  finally:
-    logger.removeFilter(keep)
+  """Orbax warns on every `load_params`: reading the `state` item alone, it
+  looks for the step's `_CHECKPOINT_METADATA` in the item directory."""
+  return console.hide_log_messages("Metadata file does not exist")
 
 
 def _load_orbax(path):

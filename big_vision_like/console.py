@@ -8,6 +8,7 @@ points import it with the process's stderr pointed at /dev/null; set
 """
 
 import contextlib
+import logging as std_logging
 import os
 import sys
 
@@ -39,3 +40,21 @@ def import_tensorflow_quietly():
   with _stderr_to_devnull():
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
     import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401
+
+
+@contextlib.contextmanager
+def hide_log_messages(*prefixes, logger="absl"):
+  """Drops the records of `logger` whose message starts with a prefix.
+
+  For libraries' warnings that say nothing to the user of this project (e.g.
+  TFDS's "no dataset_info.json" for a dataset being generated here).
+  """
+  def keep(record):
+    return not record.getMessage().startswith(prefixes)
+
+  target = std_logging.getLogger(logger)
+  target.addFilter(keep)
+  try:
+    yield
+  finally:
+    target.removeFilter(keep)

@@ -39,6 +39,7 @@ from typing import Protocol
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from big_vision_like import console
 from big_vision_like import registry
 from big_vision_like.datasets import digits  # noqa: F401  (registers it)
 from big_vision_like.datasets import own  # noqa: F401  (registers sources)
@@ -107,7 +108,13 @@ def get_builder(name, data_dir=None):
   Returns:
     A `tfds.core.DatasetBuilder` whose data is ready to read.
   """
-  return _get_builder(name, _resolve_data_dir(name, data_dir))
+  with _tfds_warnings_hidden():
+    return _get_builder(name, _resolve_data_dir(name, data_dir))
+
+
+def _tfds_warnings_hidden():
+  """TFDS warns that a not-yet-prepared dataset has no dataset_info.json."""
+  return console.hide_log_messages("Variant folder")
 
 
 @functools.lru_cache(maxsize=None)
