@@ -8,7 +8,6 @@ case); every rerun must end with the params of an uninterrupted run.
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest

@@ -16,7 +16,6 @@ import pytest
 
 from big_vision_like import checkpoint
 from big_vision_like import train
-from big_vision_like.datasets import core as datasets_core
 from big_vision_like.metrics import read_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
