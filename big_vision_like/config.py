@@ -88,8 +88,7 @@ def to_steps(kw, name, *, batch_size=None, data_size=None, total_steps=None,
                        + ", ".join(f"{name}_{u}" for u in _DURATION_UNITS))
     return default
   (unit, value), = given.items()
-  if (not isinstance(value, (int, float)) or isinstance(value, bool)
-      or not math.isfinite(value)):
+  if not is_finite_number(value):
     raise ValueError(f"{name}_{unit}={value!r} must be a finite number.")
 
   def need(what, v):
@@ -159,6 +158,17 @@ def _fill(config, defaults, path):
     else:
       out[key] = value
   return out
+
+
+def is_integer(value):
+  """An int that is not a bool (`True` is an int in Python)."""
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value):
+  """A finite int or float that is not a bool (no nan, no inf, no str)."""
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
 
 
 def _kind(value):

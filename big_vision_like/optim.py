@@ -31,7 +31,6 @@ Config keys (see `DEFAULTS`):
 import collections.abc
 import inspect
 import logging
-import math
 import re
 from typing import Any, NamedTuple
 
@@ -546,8 +545,7 @@ def _check_clip(value):
   """`config.grad_clip_norm`: None or 0 (off), or a finite number > 0."""
   if value is None:
     return None
-  number = isinstance(value, (int, float)) and not isinstance(value, bool)
-  if not number or not math.isfinite(value) or value < 0:
+  if not config_lib.is_finite_number(value) or value < 0:
     raise ValueError(f"config.grad_clip_norm={value!r} must be None or 0 (no "
                      "clipping), or a finite number > 0.")
   return value

@@ -16,7 +16,6 @@ if __name__ == "__main__":  # The CLI: TensorFlow's start-up lines hidden.
   console.import_tensorflow_quietly()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import math
 import os
 import sys
 import time
@@ -120,8 +119,7 @@ def _train_source(input_config):
 def _check_batch_size(batch_size):
   """The global batch size, if each device of each process gets a share."""
   devices, processes = jax.device_count(), jax.process_count()
-  if (not isinstance(batch_size, int) or isinstance(batch_size, bool)
-      or batch_size <= 0):
+  if not config_lib.is_integer(batch_size) or batch_size <= 0:
     raise ValueError(f"config.input.batch_size={batch_size!r}: the global "
                      "batch size must be a positive integer.")
   if batch_size % devices:
@@ -136,8 +134,7 @@ def _check_numbers(config):
   """Finite non-negative lr and wd; cadences that are counts of steps."""
   for key in ("lr", "wd"):
     value = config[key]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < 0:
+    if not config_lib.is_finite_number(value) or value < 0:
       raise ValueError(f"config.{key}={value!r}: must be a finite number "
                        ">= 0.")
   for key, least, optional in (("log_training_steps", 1, False),
@@ -148,8 +145,7 @@ def _check_numbers(config):
     value = config[key]
     if optional and value is None:
       continue
-    if (not isinstance(value, int) or isinstance(value, bool)
-        or value < least):
+    if not config_lib.is_integer(value) or value < least:
       raise ValueError(f"config.{key}={value!r}: must be an integer >= "
                        f"{least}{' (or None)' if optional else ''}.")
 
