@@ -10,15 +10,18 @@ import inspect
 import typing
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from big_vision_like import accumulation
 from big_vision_like import config as config_lib
 from big_vision_like.registry import LOSSES
 from big_vision_like.registry import MODELS
 
 
 def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
-                    mixup=None, cutmix=None, frozen=None):
+                    mixup=None, cutmix=None, frozen=None, grad_accum_steps=1,
+                    batch_sharding=None, ema=None):
   """The pure train step: (state, batch) -> (new state, metrics).
 
   Args:
@@ -32,6 +35,11 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
     cutmix: None or `device_ops.cutmix` kwargs.
     frozen: None or a tree of bools like the params: no gradient is computed
       for the True ones (locked towers).
+    grad_accum_steps: K > 1 computes the gradient of the global batch from
+      K micro-batches in turn (see `accumulation`).
+    batch_sharding: the batch's sharding (how micro-batches are cut).
+    ema: None or `check_ema` output: the state's "ema" params follow
+      `ema <- decay * ema + (1 - decay) * params` every `every` steps.
   """
   mixing = mixup is not None or cutmix is not None
   if mixing:  # Imported here: the pp package needs TensorFlow.
@@ -42,6 +50,29 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
         device_ops.check_kwargs(name, kwargs)
       except ValueError as e:
         raise ValueError(f"config.{name}: {e}") from None
+  k = grad_accum_steps
+  accumulation.check_steps(k)
+  example_mean = accumulation.is_example_mean(loss_fn)
+
+  def forward(params, batch, rng):
+    if frozen is not None:
+      params = jax.tree.map(
+          lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+    inputs = [batch[key] for key in model_inputs]
+    return model.apply({"params": params}, *inputs, train=True,
+                       rngs={"dropout": rng})
+
+  def objective(params, batch, rng):
+    return loss_fn(forward(params, batch, rng), batch)
+
+  def gradients(params, batch, rng):
+    if k == 1:
+      return jax.value_and_grad(objective, has_aux=True)(params, batch, rng)
+    if example_mean:
+      return accumulation.mean_grads(objective, params, batch, rng, k,
+                                     batch_sharding)
+    return accumulation.cached_grads(forward, loss_fn, params, batch, rng, k,
+                                     batch_sharding)
 
   def train_step(state, batch):
     step = state["step"]
@@ -49,26 +80,60 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
         jax.random.fold_in(jax.random.key(seed), step))
     if mixing:
       batch = device_ops.apply_mix(rng_mix, batch, mixup=mixup, cutmix=cutmix)
-
-    def objective(params):
-      if frozen is not None:
-        params = jax.tree.map(
-            lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
-      inputs = [batch[k] for k in model_inputs]
-      outputs = model.apply({"params": params}, *inputs, train=True,
-                            rngs={"dropout": rng})
-      return loss_fn(outputs, batch)
-
-    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
-        state["params"])
+    (loss, aux), grads = gradients(state["params"], batch, rng)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {"loss": loss, "lr": sched_fn(step),
                "l2_grads": optax.global_norm(grads),
                "l2_params": optax.global_norm(params), **aux}
-    return {"params": params, "opt": opt, "step": step + 1}, metrics
+    new_state = {**state, "params": params, "opt": opt, "step": step + 1}
+    if ema is not None:
+      new_state["ema"] = ema_update(state["ema"], params, step + 1, **ema)
+    return new_state, metrics
 
   return train_step
+
+
+EMA_DEFAULTS = {"decay": None, "every": 1, "warmup": False}
+
+
+def check_ema(ema):
+  """`config.ema` with defaults filled, or None when off; checks values."""
+  if ema is None:
+    return None
+  ema = dict(ema)
+  unknown = sorted(set(ema) - set(EMA_DEFAULTS))
+  if unknown:
+    raise KeyError(f"config.ema has unknown keys {unknown}; known: "
+                   f"{sorted(EMA_DEFAULTS)}.")
+  ema = {**EMA_DEFAULTS, **ema}
+  decay = ema["decay"]
+  if not config_lib.is_finite_number(decay) or not 0 <= decay < 1:
+    raise ValueError(f"config.ema.decay={decay!r}: must be a number in "
+                     "[0, 1), e.g. 0.9999.")
+  if not config_lib.is_integer(ema["every"]) or ema["every"] < 1:
+    raise ValueError(f"config.ema.every={ema['every']!r}: must be an "
+                     "integer >= 1.")
+  if not isinstance(ema["warmup"], bool):
+    raise ValueError(f"config.ema.warmup={ema['warmup']!r}: must be a bool.")
+  return ema
+
+
+def ema_update(ema, params, step, *, decay, every, warmup):
+  """The EMA after step `step` (1-based): updated when `step % every == 0`.
+
+  With `warmup`, the decay of the update at step s is
+  `min(decay, (1 + s) / (10 + s))` (as the NFNet reference and timm's
+  `ModelEmaV2(warmup)`), so that early averages forget the random init.
+  """
+  d = jnp.asarray(decay, jnp.float32)
+  if warmup:
+    s = step.astype(jnp.float32)
+    d = jnp.minimum(d, (1.0 + s) / (10.0 + s))
+  due = step % every == 0
+  return jax.tree.map(
+      lambda e, p: jnp.where(due, d * e + (1.0 - d) * p.astype(e.dtype), e),
+      ema, params)
 
 
 def make_predict_fns(model, model_inputs):

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
+from big_vision_like import accumulation
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
 from big_vision_like import input_pipeline
@@ -36,6 +37,7 @@ from big_vision_like import optim
 from big_vision_like import preemption as preemption_lib
 from big_vision_like import sharding
 from big_vision_like import step as step_lib
+from big_vision_like import visibility
 from big_vision_like.datasets import core as datasets_core
 from big_vision_like.evaluators import common as evaluators
 from big_vision_like.models import common as models_common
@@ -69,6 +71,12 @@ DEFAULTS = {
     "model_inputs": ("image",),  # Batch keys fed to `model.apply`, in order.
     "loss": "softmax_xent",
     "loss_kw": OPEN,
+    # K > 1: each step's gradient from K micro-batches (exact; see
+    # big_vision_like/accumulation.py); activations of one micro-batch.
+    "grad_accum_steps": 1,
+    # E.g. dict(decay=0.9999, every=1, warmup=False): an exponential moving
+    # average of the params, state["ema"]; evaluators with pred_params="ema".
+    "ema": None,
     "mixup": None,  # E.g. dict(p=0.2): mixup on device in the train step.
     "cutmix": None,  # E.g. dict(alpha=1.0); with mixup, one per step.
     "mesh": (("data", -1),),
@@ -81,6 +89,11 @@ DEFAULTS = {
     "preemption_sync_steps": 1,
     "keep_ckpt": 2,  # Keep the last K checkpoints ...
     "keep_ckpt_steps": None,  # ... plus every M-th step.
+    # Per-device peak FLOP/s for the logged MFU: None (the chip table,
+    # visibility.PEAK_FLOPS; no MFU on other chips), a number, or "measure".
+    "peak_flops": None,
+    # dict(first_step=, num_steps=): a jax.profiler trace in workdir/profile.
+    "profile": None,
     "evals": OPEN,
     **optim.DEFAULTS,
 }
@@ -161,6 +174,10 @@ class _Setup:
     self.data_size = input_pipeline.num_train_examples(self.source, self.split)
     self.batch_size = _check_batch_size(config.input.batch_size)
     _check_numbers(config)
+    accumulation.check_steps(
+        config.grad_accum_steps,
+        self.batch_size // accumulation.num_batch_shards(self.batch_sharding))
+    self.ema = step_lib.check_ema(config.ema)
     self.total_steps = config_lib.to_steps(
         config, "total", batch_size=self.batch_size, data_size=self.data_size)
     if self.total_steps <= 0:
@@ -172,6 +189,10 @@ class _Setup:
                             skip=("init_params", "path_or_tree"))
     self.loss_fn = step_lib.build_loss(config.loss, config.loss_kw, self.mesh)
     self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
+    self.profiler = visibility.Profiler.from_config(workdir, config.profile)
+    self.peak_flops = visibility.peak_flops_per_device(
+        jax.devices()[0], visibility.matmul_dtype(config.model),
+        config.peak_flops)
     self.ckpt = ckpt_lib.Checkpointer(
         workdir, keep_last=config.keep_ckpt,
         keep_every=config.keep_ckpt_steps)
@@ -219,8 +240,13 @@ class _Setup:
     tx, sched_fns = optim.make_optimizer(
         self.config, params, total_steps=self.total_steps,
         batch_size=self.batch_size, data_size=self.data_size)
-    make_state = lambda p: {"params": p, "opt": tx.init(p),  # noqa: E731
-                            "step": jnp.zeros([], jnp.int32)}
+    def make_state(p):
+      state = {"params": p, "opt": tx.init(p),
+               "step": jnp.zeros([], jnp.int32)}
+      if self.ema is not None:
+        state["ema"] = _ema_init(p)
+      return state
+
     abstract = jax.eval_shape(make_state, params)
     shardings = sharding.infer_shardings(abstract, self.config.sharding_rules,
                                          self.mesh)
@@ -229,6 +255,11 @@ class _Setup:
     self.frozen = optim.frozen_mask(self.config, params)
     optim.check_locked_are_loaded(self.config, self.frozen)
     return abstract, shardings, init, tx, sched_fns[0][1]
+
+
+def _ema_init(params):
+  """The EMA's start: a float32 copy of the params."""
+  return jax.tree.map(lambda p: jnp.array(p, jnp.float32), params)
 
 
 def _with_shardings(abstract, shardings):
@@ -254,6 +285,9 @@ def _initial_state(setup, abstract, shardings, init):
   if setup.config.model_init:
     state["params"] = _load_init(setup.config, state["params"],
                                  shardings["params"])
+    if "ema" in state:  # The EMA starts from the loaded params.
+      state["ema"] = jax.jit(_ema_init, out_shardings=shardings["ema"])(
+          state["params"])
   return state
 
 
@@ -339,11 +373,18 @@ def _train_and_evaluate(setup, workdir):
   abstract, shardings, init, tx, sched_fn = setup.abstract_state()
   state = _initial_state(setup, abstract, shardings, init)
   start = int(jax.device_get(state["step"]))
+  if jax.process_index() == 0:  # The summary; every parameter in the file.
+    table = visibility.write_param_table(workdir, abstract["params"],
+                                         shardings["params"])
+    _log(table[table.index("Per module:"):] +
+         f"\nEvery parameter: {workdir}/{visibility.PARAMS_FILE}")
   step_fn = jax.jit(
       step_lib.make_train_step(
           setup.model, setup.loss_fn, tx, sched_fn,
           model_inputs=config.model_inputs, seed=config.seed,
-          mixup=config.mixup, cutmix=config.cutmix, frozen=setup.frozen),
+          mixup=config.mixup, cutmix=config.cutmix, frozen=setup.frozen,
+          grad_accum_steps=config.grad_accum_steps,
+          batch_sharding=setup.batch_sharding, ema=setup.ema),
       in_shardings=(shardings, setup.batch_sharding),
       out_shardings=(shardings, sharding.replicated(setup.mesh)),
       donate_argnums=0)
@@ -381,11 +422,18 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
       batch = next(it)
       if step == start + 1:
         t0 = time.perf_counter()
-        step_fn = step_fn.lower(state, batch).compile()
+        lowered = step_fn.lower(state, batch)
+        step_fn = lowered.compile()
         compile_sec = time.perf_counter() - t0
-        writer.write(step, {"compile_sec": compile_sec})
+        flops = visibility.step_flops(lowered)
+        memory = visibility.step_memory(step_fn)
+        writer.write(step, {"compile_sec": compile_sec, **memory,
+                            **({"step_flops": flops} if flops else {})})
         _log(f"Compiled the train step in {compile_sec:.1f}s.")
-      state, metrics = step_fn(state, batch)
+        _log(visibility.describe_step(flops, memory, setup.peak_flops))
+      with setup.profiler.step(step):
+        state, metrics = step_fn(state, batch)
+      setup.profiler.after(step, wait_for=metrics)
       watch.add(step, metrics["loss"])
       log_now = step % config.log_training_steps == 0 or step == total
       if log_now or step == start + 1:
@@ -395,6 +443,10 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
         measured = {f"train/{k}": float(v)
                     for k, v in jax.device_get(metrics).items()}
         measured.update(progress.measure())
+        measured.update(visibility.memory_stats())
+        measured.update(visibility.utilisation(
+            flops, measured.get("steps_per_sec"), jax.device_count(),
+            setup.peak_flops))
         writer.write(step, measured)
         _log(metrics_lib.format_line(step, total, measured))
         results.update(measured)
@@ -415,6 +467,7 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
       # Evaluators run after the checkpoint: one that fails loses nothing.
       results.update(_run_evals(evals, state, step, total, writer))
   finally:
+    setup.profiler.close()  # E.g. the run ended inside the window.
     it.close()  # Stops and joins the input thread.
   setup.ckpt.wait()
   return state, results

@@ -18,7 +18,10 @@ with the earlier rounding cast).
 
 The final recipe trains on train+validation and reports the test split;
 `:tune` trains on train and reports validation (for choosing settings), and
-`:short` runs a few steps only (used by the tests).
+`:short` runs a few steps only (used by the tests). `:ema=0.99` keeps an
+exponential moving average of the params (decay 0.99 per step) and adds a
+`<split>_ema` evaluator of it; `:grad_accum=K` computes each step's
+gradient from K micro-batches (the same updates, less activation memory).
 """
 
 from big_vision_like import config as config_lib
@@ -26,10 +29,12 @@ from big_vision_like import config as config_lib
 
 def get_config(arg=None):
   """The digits ViT config; `arg` may be `short` for a smoke run."""
-  arg = config_lib.parse_arg(arg, short=False, tune=False)
+  arg = config_lib.parse_arg(arg, short=False, tune=False, ema=0.0,
+                             grad_accum=1)
   c = config_lib.ml_collections.ConfigDict()
   c.seed = 0
   c.total_steps = 20 if arg.short else 1500
+  c.grad_accum_steps = arg.grad_accum
 
   label = 'onehot(10, key="label", key_result="labels")|keep("image", "labels")'
   c.input = dict(
@@ -60,4 +65,7 @@ def get_config(arg=None):
   c.evals = {held_out: dict(
       type="classification", data=dict(name="bvl_digits", split=held_out),
       pp_fn=pp_eval, log_steps=10 if arg.short else 500)}
+  if arg.ema:
+    c.ema = dict(decay=arg.ema)
+    c.evals[f"{held_out}_ema"] = dict(c.evals[held_out], pred_params="ema")
   return c

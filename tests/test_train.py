@@ -22,9 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "vit_digits.py")
 
 
-def tiny_config(**overrides):
+def tiny_config(arg="short,tune", **overrides):
   """The digits config, shrunk: 12 steps, width 16, depth 1."""
-  cfg = _load_config("short,tune")
+  cfg = _load_config(arg)
   cfg.total_steps = 12
   cfg.input.batch_size = 32
   cfg.model = dict(num_classes=10, patch_size=(4, 4), width=16, depth=1,
@@ -32,6 +32,8 @@ def tiny_config(**overrides):
   cfg.log_training_steps = 4
   cfg.ckpt_steps = 6
   cfg.evals.validation.log_steps = 6
+  if "validation_ema" in cfg.evals:
+    cfg.evals.validation_ema.log_steps = 6
   for key, value in overrides.items():
     cfg[key] = value
   return cfg
@@ -45,8 +47,8 @@ def _load_config(arg):
   return module.get_config(arg)
 
 
-def _params_np(state):
-  return jax.tree.map(np.asarray, jax.device_get(state["params"]))
+def _params_np(state, key="params"):
+  return jax.tree.map(np.asarray, jax.device_get(state[key]))
 
 
 def _assert_trees_close(a, b, **kw):
@@ -54,10 +56,15 @@ def _assert_trees_close(a, b, **kw):
 
 
 def test_train_evaluate_and_resume_on_8_devices(tmp_path):
+  """With 2 micro-batches a step and a weight EMA, evaluated too."""
   assert jax.device_count() == 8
-  state, results = train.train_and_evaluate(tiny_config(), str(tmp_path / "a"))
+  arg = "short,tune,ema=0.9,grad_accum=2"
+  state, results = train.train_and_evaluate(tiny_config(arg),
+                                            str(tmp_path / "a"))
   assert int(state["step"]) == 12
   assert 0 <= results["validation/prec@1"] <= 1 and np.isfinite(results["train/loss"])
+  assert results["validation_ema/prec@1"] != results["validation/prec@1"] or (
+      results["validation_ema/loss"] != results["validation/loss"])
   logged = read_jsonl(os.path.join(tmp_path, "a", "metrics.jsonl"))
   assert [r["step"] for r in logged if "train/loss" in r] == [4, 8, 12]
   assert any("compile_sec" in r for r in logged)
@@ -66,15 +73,16 @@ def test_train_evaluate_and_resume_on_8_devices(tmp_path):
 
   # Interrupted after the step-6 checkpoint: resume must give the same end.
   workdir = str(tmp_path / "b")
-  train.train_and_evaluate(tiny_config(), workdir)
+  train.train_and_evaluate(tiny_config(arg), workdir)
   ckpt = checkpoint.Checkpointer(workdir)
   assert ckpt.all_steps() == [6, 12]
   ckpt.close()
   os.system(f"rm -rf {workdir}/checkpoints/12")
-  resumed, _ = train.train_and_evaluate(tiny_config(), workdir)
+  resumed, _ = train.train_and_evaluate(tiny_config(arg), workdir)
   assert int(resumed["step"]) == 12
-  _assert_trees_close(_params_np(resumed), _params_np(state), rtol=1e-5,
-                      atol=1e-6)
+  for key in ("params", "ema"):
+    _assert_trees_close(_params_np(resumed, key), _params_np(state, key),
+                        rtol=1e-5, atol=1e-6)
 
 
 def test_fsdp_rules_match_replicated_training(tmp_path):

@@ -5,7 +5,9 @@ An evaluator is a class registered in `registry.EVALUATORS`, built as
 with `run(train_state)` yielding `(metric_name, value)` pairs. It is
 configured as `config.evals.<name> = dict(type=..., pred=..., data=...,
 pp_fn=..., log_steps=..., **kw)`; `pred` names one of the trainer's predict
-functions (default "predict"). `build_evaluators(..., workdir=...)` also
+functions (default "predict"), and `pred_params` the train state's params
+it evaluates: "params" (default) or "ema" (the weight EMA, with
+`config.ema`). `build_evaluators(..., workdir=...)` also
 passes `workdir` (the run's directory) and `name` (the config key) to the
 evaluators whose signature has them, unless the config sets them.
 
@@ -105,6 +107,7 @@ class Scheduled:
   evaluator: object
   every: int | None  # Steps between runs; None runs only at the end.
   pp: object = None  # The config's `pp_fn` (named in errors).
+  params: str = "params"  # The train state's key of the params evaluated.
 
   def due(self, step, total_steps):
     return step == total_steps or bool(self.every and step % self.every == 0)
@@ -148,6 +151,8 @@ def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
     if pred not in predict_fns:
       raise KeyError(f"{where}.pred={pred!r} is not a predict function of "
                      f"this trainer; known: {sorted(predict_fns)}.")
+    params_key = cfg.pop("pred_params", "params")
+    predict_fn = _with_params(predict_fns[pred], params_key)
     sched = {k: cfg.pop(k) for k in _SCHEDULE_KEYS if k in cfg}
     every = config_lib.to_steps(
         sched, "log", batch_size=batch_size, data_size=data_size,
@@ -155,10 +160,19 @@ def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
     cfg.setdefault("batch_size", batch_size)
     _inject(cls, cfg, workdir=workdir, name=name)
     config_lib.check_kwargs(cls, cfg, where, skip=("predict_fn", "mesh"),
-                            also=("type", "pred", *_SCHEDULE_KEYS))
-    out.append(Scheduled(name, cls(predict_fns[pred], mesh=mesh, **cfg),
-                         every, pp=cfg.get("pp_fn")))
+                            also=("type", "pred", "pred_params",
+                                  *_SCHEDULE_KEYS))
+    out.append(Scheduled(name, cls(predict_fn, mesh=mesh, **cfg),
+                         every, pp=cfg.get("pp_fn"), params=params_key))
   return out
+
+
+def _with_params(predict_fn, key):
+  """`predict_fn` evaluating `train_state[key]` as the params."""
+  if key == "params":
+    return predict_fn
+  return lambda state, batch: predict_fn({**state, "params": state[key]},
+                                         batch)
 
 
 def check_inputs(evaluators, train_state):
@@ -181,6 +195,11 @@ def check_inputs(evaluators, train_state):
       resolution than the model was initialised at).
   """
   for ev in evaluators:
+    if ev.params not in train_state:
+      hint = " (set config.ema)" if ev.params == "ema" else ""
+      raise KeyError(f"config.evals.{ev.name}.pred_params={ev.params!r} is "
+                     f"not in the train state{hint}; it has "
+                     f"{sorted(train_state)}.")
     check = getattr(ev.evaluator, "check_inputs", None)
     if check is None:
       continue

@@ -58,6 +58,7 @@ def _objective(per_example_fn):
     losses = per_example_fn(logits, batch[labels_key],
                             label_smoothing=label_smoothing)
     return jnp.mean(losses), {}
+  objective.example_mean = True  # Micro-batch gradients average exactly.
   objective.__name__ = per_example_fn.__name__
   objective.__doc__ = (f"Trainer objective: mean of `{per_example_fn.__name__}`"
                        " over the batch.")

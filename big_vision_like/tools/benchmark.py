@@ -24,8 +24,11 @@ import numpy as np
 from big_vision_like import optim
 from big_vision_like import sharding
 from big_vision_like import step as step_lib
+from big_vision_like import visibility
 from big_vision_like.registry import LOSSES
 from big_vision_like.registry import MODELS
+
+matmul_peak = visibility.matmul_peak  # Shared with the trainer's MFU.
 
 _MODELS = flags.DEFINE_list("models", ["vit:S/16"],
                             "Registered model names with their variant.")
@@ -37,43 +40,13 @@ _DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
 
 
-def _flops(lowered):
-  """XLA's FLOP count of a lowered (unoptimised, unpartitioned) step.
-
-  The count is of the whole computation and the same on every platform; a
-  GPU executable's own cost analysis misses the matmuls given to cuBLAS.
-  """
-  cost = lowered.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost["flops"])
-
-
-def _time(fn, *args, steps):
-  """Seconds per call of a compiled function (median of `steps` calls)."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
-def matmul_peak(n, mesh, dtype="float32"):
-  """Measured FLOP/s of an n x n matmul per device, summed over the mesh."""
-  sh = sharding.batch_sharding(mesh)
-  d = mesh.devices.size
-  a = jax.device_put(jnp.ones((d, n, n), dtype), sh)
-  f = jax.jit(lambda x: jnp.einsum("bij,bjk->bik", x, x)).lower(a).compile()
-  return 2.0 * d * n**3 / _time(f, a, steps=5)
-
-
 def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
                    mesh=None):
   """Returns (seconds per step, FLOPs per step) of a model's train step.
 
-  FLOPs are XLA's count for the whole global step (see `_flops`).
+  FLOPs are XLA's count of the whole unpartitioned global step
+  (`visibility.step_flops` of the Lowered): the same on every platform,
+  where a GPU executable's own count misses the matmuls given to cuBLAS.
   """
   mesh = mesh or sharding.make_mesh()
   model = MODELS.get(model_name)(num_classes=1000, variant=variant,
@@ -97,7 +70,7 @@ def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
   lowered = jax.jit(step, in_shardings=(state_sh, batch_sh),
                     out_shardings=(state_sh, sharding.replicated(mesh)),
                     donate_argnums=0).lower(state, batch)
-  flops = _flops(lowered)
+  flops = visibility.step_flops(lowered)
   compiled = lowered.compile()
   state, _ = compiled(state, batch)  # Warm-up.
   times = []
@@ -114,8 +87,11 @@ def main(argv):
   mesh = sharding.make_mesh()
   peak = matmul_peak(_MATMUL.value, mesh, _DTYPE.value)
   devices = jax.device_count()
-  print(f"devices: {devices} x {jax.devices()[0].device_kind}; matmul peak "
-        f"({_MATMUL.value}^3 {_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s")
+  kind = jax.devices()[0].device_kind
+  table = visibility.table_peak_flops(kind, _DTYPE.value)
+  print(f"devices: {devices} x {kind}; matmul peak "
+        f"({_MATMUL.value}^3 {_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s"
+        + (f" (datasheet: {table * devices / 1e9:.1f})" if table else ""))
   print(f"{_RES.value}px, dtype_mm {_DTYPE.value}")
   print("| model | batch | step ms | examples/s | examples/s/device | "
         "GFLOP/step | GFLOP/s | utilisation |")
@@ -125,10 +101,11 @@ def main(argv):
     for batch_size in (int(b) for b in _BATCH.value):
       sec, flops = step_benchmark(name, variant or None, _RES.value,
                                   batch_size, _STEPS.value, _DTYPE.value)
+      util = visibility.mfu(flops, sec, devices, peak / devices)
       print(f"| {spec} | {batch_size} | {sec * 1e3:.0f} | "
             f"{batch_size / sec:.2f} | "
             f"{batch_size / sec / devices:.2f} | {flops / 1e9:.1f} | "
-            f"{flops / sec / 1e9:.1f} | {100 * flops / sec / peak:.1f}% |",
+            f"{flops / sec / 1e9:.1f} | {100 * util:.1f}% |",
             flush=True)
 
 
