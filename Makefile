@@ -2,9 +2,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Extras `make test` installs; CI adds `torch` (PyTorch references of the
+# Extras `make test` installs (`cloud`: gcsfs and the local GCS server of the
+# object-store test); CI adds `torch` (PyTorch references of the
 # converter tests, ~5 GB), which are skipped without it.
-TEST_EXTRAS ?= test
+TEST_EXTRAS ?= test,cloud
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
 DEMO_WORKDIR ?= workdirs/demo_siglip_shapes

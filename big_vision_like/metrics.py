@@ -2,7 +2,8 @@
 
 `MetricWriter` appends `{"step": s, **metrics}` to `workdir/metrics.jsonl`
 (flushed per write, so a killed run keeps what it logged) and writes the same
-scalars to `workdir/tensorboard/`. TensorBoard events are written with the
+scalars to `workdir/tensorboard/`; `workdir` may be local or a bucket URL
+(`fs`). TensorBoard events are written with the
 core `tf.summary.write` op and the "scalars" plugin tag, so the `tensorboard`
 package is needed only to view them, not to write them.
 """
@@ -10,10 +11,11 @@ package is needed only to view them, not to write them.
 import json
 import logging
 import math
-import os
 import time
 
 import numpy as np
+
+from big_vision_like import fs
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -32,35 +34,31 @@ def _to_python(value):
 
 def read_jsonl(path):
   """Returns the list of JSON objects in a JSONL file (one per line)."""
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in fs.read_text(path).splitlines()
+          if line.strip()]
 
 
 def drop_records_after(path, step):
   """Rewrites the JSONL at `path` without its records of steps > `step`.
 
-  Atomic (a temporary file renamed over `path`); a torn last line (a run
-  killed mid-write) is dropped too. No-op if `path` does not exist.
+  Atomic (`fs.write_atomic`); a torn last line (a run killed mid-write) is
+  dropped too. No-op if `path` does not exist.
   """
-  if not os.path.exists(path):
+  if not fs.exists(path):
     return
   kept, changed = [], False
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        changed = True
-        continue
-      if record.get("step", 0) > step:
-        changed = True
-      else:
-        kept.append(json.dumps(record) + "\n")
+  for line in fs.read_text(path).splitlines(keepends=True):
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      changed = True
+      continue
+    if record.get("step", 0) > step:
+      changed = True
+    else:
+      kept.append(json.dumps(record) + "\n")
   if changed:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, path)
+    fs.write_atomic(path, "".join(kept))
 
 
 class _TensorBoard:
@@ -69,7 +67,9 @@ class _TensorBoard:
   def __init__(self, logdir):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._tf = tf
-    self._writer = tf.summary.create_file_writer(logdir)
+    # TensorFlow writes local files; `fs` uploads them to a remote logdir.
+    self._mirror = fs.LocalMirror(logdir)
+    self._writer = tf.summary.create_file_writer(self._mirror.local)
     self._metadata = tf.compat.v1.SummaryMetadata()
     self._metadata.plugin_data.plugin_name = "scalars"
 
@@ -80,9 +80,11 @@ class _TensorBoard:
         tf.summary.write(name, tf.constant(value, tf.float32), step=step,
                          metadata=self._metadata)
     self._writer.flush()
+    self._mirror.sync()
 
   def close(self):
     self._writer.close()
+    self._mirror.close()
 
 
 class MetricWriter:
@@ -107,13 +109,13 @@ class MetricWriter:
     self._file = self._tb = None
     if not is_main:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(workdir, METRICS_FILE)
+    fs.makedirs(workdir)
+    self.path = fs.join(workdir, METRICS_FILE)
     if resume_step is not None:
       drop_records_after(self.path, resume_step)
-    self._file = open(self.path, "a")
+    self._file = fs.AppendFile(self.path)
     if tensorboard:
-      self._tb = _TensorBoard(os.path.join(workdir, TENSORBOARD_DIR))
+      self._tb = _TensorBoard(fs.join(workdir, TENSORBOARD_DIR))
 
   def write(self, step, metrics):
     """Appends `{"step": step, **metrics}`; metrics are scalar numbers."""

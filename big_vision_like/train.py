@@ -16,7 +16,6 @@ if __name__ == "__main__":  # The CLI: TensorFlow's start-up lines hidden.
   console.import_tensorflow_quietly()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import os
 import sys
 import time
 
@@ -31,6 +30,7 @@ import numpy as np
 from big_vision_like import accumulation
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
+from big_vision_like import fs
 from big_vision_like import input_pipeline
 from big_vision_like import metrics as metrics_lib
 from big_vision_like import optim
@@ -357,10 +357,10 @@ def train_and_evaluate(config, workdir):
       step in flight is saved and complete.
   """
   config = config_lib.check_and_fill(config, DEFAULTS)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  if fs.exists(workdir) and not fs.isdir(workdir):
     raise NotADirectoryError(f"The workdir {workdir} is a file, not a "
                              "directory.")
-  os.makedirs(workdir, exist_ok=True)
+  fs.makedirs(workdir)
   setup = _Setup(config, workdir)
   try:  # Pending checkpoints are completed whatever happens.
     return _train_and_evaluate(setup, workdir)
@@ -460,8 +460,8 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
       if stop:
         setup.ckpt.wait()
         e = preemption_lib.Preempted(step, preempt.signum,
-                                     os.path.join(setup.ckpt.directory,
-                                                  str(step)))
+                                     fs.join(setup.ckpt.directory,
+                                             str(step)))
         _log(str(e))
         raise e
       # Evaluators run after the checkpoint: one that fails loses nothing.
@@ -519,7 +519,7 @@ def main(argv):
     # Not finished: exit as a shell reports a process the signal killed, so
     # that schedulers and scripts rerun it (the rerun resumes at e.step).
     sys.exit(128 + e.signum)
-  workdir = os.path.abspath(_WORKDIR.value)
+  workdir = fs.abspath(_WORKDIR.value)
   _log("Final metrics:\n" + "\n".join(
       f"  {k} = {v:.4f}" for k, v in sorted(results.items())))
   _log(f"Checkpoints: {workdir}/checkpoints\n"

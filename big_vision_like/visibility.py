@@ -16,16 +16,15 @@ Small pieces the trainer calls:
 
 import contextlib
 import math
-import os
 import re
 import time
 
-from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from big_vision_like import config as config_lib
+from big_vision_like import fs
 from big_vision_like import sharding
 from big_vision_like.tree_util import tree_names
 
@@ -116,7 +115,7 @@ def write_param_table(workdir, params, shardings=None):
   Call it on the main process only (the file is the same for every process).
   """
   table = param_table(params, shardings)
-  (epath.Path(workdir) / PARAMS_FILE).write_text(table + "\n")
+  fs.write_atomic(fs.join(workdir, PARAMS_FILE), table + "\n")
   return table
 
 
@@ -398,7 +397,7 @@ class Profiler:
         raise ValueError(f"config.profile.{key}={value!r}: must be an "
                          "integer >= 1.")
     self.logdir = (None if workdir is None
-                   else os.path.join(workdir, PROFILE_DIR))
+                   else fs.join(workdir, PROFILE_DIR))
     self.first_step, self.last_step = first_step, first_step + num_steps - 1
     self.active = False
 

@@ -11,7 +11,9 @@ split. The classes are the sorted union of the CLASS directory names over all
 splits, so a label means the same class in every split (`class_names`).
 Features: `image` (the encoded bytes: pp `decode` them), `label` (int64),
 `id` (the path below ROOT, "SPLIT/CLASS/name.jpg": unique over splits),
-`filename` (the full path).
+`filename` (the full path). ROOT may be a bucket URL (`gs://...`): the
+index and the images are read with `tf.io.gfile` / tf.data, path strings are
+joined with `fs`.
 
 `jsonl:ROOT` reads `ROOT/SPLIT.jsonl`, one JSON object a line (blank lines
 are skipped):
@@ -78,7 +80,6 @@ listed and checked once per process however many evaluators read it.
 import dataclasses
 import hashlib
 import json
-import os
 import threading
 import types
 from typing import NamedTuple
@@ -88,6 +89,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from big_vision_like import fs
 from big_vision_like import registry
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -154,9 +156,9 @@ def _listdir(path):
 def _resolve_root(root, data_dir):
   if not root:
     raise ValueError("Own-data names need a path, e.g. 'jsonl:/data/x'.")
-  root = os.path.expanduser(root)
-  if data_dir is not None and not os.path.isabs(root) and "://" not in root:
-    root = os.path.join(os.fspath(data_dir), root)
+  root = fs.expanduser(root)
+  if data_dir is not None and not fs.isabs(root):
+    root = fs.join(data_dir, root)
   if not tf.io.gfile.isdir(root):
     raise FileNotFoundError(f"Data directory {root!r} does not exist.")
   return root
@@ -275,10 +277,8 @@ class _FileSource:
   @classmethod
   def cache_key(cls, root, *, data_dir=None, **options):
     """What `datasets.get_source` caches a source by: its root and options."""
-    root = _resolve_root(root, data_dir)
-    if "://" not in root:
-      root = os.path.abspath(root)
-    return root, tuple(sorted(options.items()))
+    return fs.abspath(_resolve_root(root, data_dir)), tuple(
+        sorted(options.items()))
 
   def is_current(self):
     """Whether the files that define the index are as when it was read."""
@@ -429,10 +429,10 @@ class ImageFolderSource(_FileSource):
   def _listing(self):
     """((split, ((class, (image paths below it)), ...)), ...), sorted."""
     splits = [s for s in _listdir(self.root)
-              if tf.io.gfile.isdir(os.path.join(self.root, s))]
+              if tf.io.gfile.isdir(fs.join(self.root, s))]
     return tuple(
-        (s, tuple((c, tuple(_list_images(os.path.join(self.root, s, c))))
-                  for c in self._class_dirs(os.path.join(self.root, s))))
+        (s, tuple((c, tuple(_list_images(fs.join(self.root, s, c))))
+                  for c in self._class_dirs(fs.join(self.root, s))))
         for s in splits)
 
   def _read_index(self, listing):
@@ -449,9 +449,9 @@ class ImageFolderSource(_FileSource):
     names = _listdir(split_dir)
     stray = [n for n in names if _is_image_file(n)]
     if stray:
-      raise ValueError(f"Image {os.path.join(split_dir, stray[0])!r} is not "
+      raise ValueError(f"Image {fs.join(split_dir, stray[0])!r} is not "
                        "in a class directory (expected ROOT/SPLIT/CLASS/).")
-    return [n for n in names if tf.io.gfile.isdir(os.path.join(split_dir, n))]
+    return [n for n in names if tf.io.gfile.isdir(fs.join(split_dir, n))]
 
   def _split_index(self, split, classes, labels):
     ids, label = [], []
@@ -459,7 +459,7 @@ class ImageFolderSource(_FileSource):
       ids += [f"{split}/{name}/{f}" for f in files]
       label += [labels[name]] * len(files)
     return _Index(
-        filename=_strs([os.path.join(self.root, i) for i in ids]),
+        filename=_strs([fs.join(self.root, i) for i in ids]),
         id=_strs(ids), label=np.array(label, np.int64))
 
 
@@ -469,9 +469,9 @@ def _list_images(directory):
   for name in _listdir(directory):
     if _is_image_file(name):
       out.append(name)
-    elif tf.io.gfile.isdir(os.path.join(directory, name)):
+    elif tf.io.gfile.isdir(fs.join(directory, name)):
       out += [f"{name}/{f}" for f in _list_images(
-          os.path.join(directory, name))]
+          fs.join(directory, name))]
   return sorted(out)
 
 
@@ -481,12 +481,12 @@ class JsonlSource(_FileSource):
 
   def _listing(self):
     """((file, md5 of its bytes), ...) of SPLIT.jsonl and classnames.txt."""
-    return tuple((f, _md5(os.path.join(self.root, f)))
+    return tuple((f, _md5(fs.join(self.root, f)))
                  for f in _listdir(self.root)
                  if f.endswith(".jsonl") or f == CLASSNAMES_FILE)
 
   def _read_index(self, listing):
-    self.class_names = _read_class_names(os.path.join(self.root,
+    self.class_names = _read_class_names(fs.join(self.root,
                                                       CLASSNAMES_FILE))
     files = [f for f, _ in listing if f.endswith(".jsonl")]
     if not files:
@@ -494,7 +494,7 @@ class JsonlSource(_FileSource):
     return {f[:-len(".jsonl")]: self._read_split(f) for f in files}
 
   def _read_split(self, file):
-    path = os.path.join(self.root, file)
+    path = fs.join(self.root, file)
     split = file[:-len(".jsonl")]
     lines = []
     with tf.io.gfile.GFile(path) as f:
@@ -509,7 +509,7 @@ class JsonlSource(_FileSource):
     for row, x in enumerate(lines):
       texts[row, :len(x.texts)] = x.texts
     return _Index(
-        filename=_strs([os.path.join(self.root, x.image) for x in lines]),
+        filename=_strs([fs.join(self.root, x.image) for x in lines]),
         id=_strs([x.id for x in lines]),
         label=np.array([x.label for x in lines], np.int64),
         texts=texts, num_texts=num, where=_strs([x.where for x in lines]))
@@ -599,7 +599,8 @@ def _check_images_exist(root, lines):
   listed = {}
   missing = []
   for line in lines:
-    directory, name = os.path.split(os.path.join(root, line.image))
+    image = fs.join(root, line.image)
+    directory, name = fs.dirname(image), fs.basename(image)
     if directory not in listed:
       listed[directory] = (set(_listdir(directory))
                            if tf.io.gfile.isdir(directory) else set())

@@ -10,11 +10,12 @@ dropped. `workdir` and `name` (the config key) are passed by
 `common.build_evaluators(..., workdir=...)`; a config may set them itself.
 """
 
-import os
+import io
 
 import jax
 import numpy as np
 
+from big_vision_like import fs
 from big_vision_like.evaluators import common
 from big_vision_like.pp import builder as pp_builder
 from big_vision_like.registry import EVALUATORS
@@ -53,7 +54,7 @@ class Evaluator:
       raise ValueError("save_predictions needs `workdir`: pass it to "
                        "build_evaluators(..., workdir=...) or set it in "
                        "the evaluator's config.")
-    self.directory = os.path.join(workdir, "predictions")
+    self.directory = fs.join(workdir, "predictions")
     self.name = name
     self.data = common.EvalData(data, pp_builder.get_preprocess_fn(pp_fn),
                                 batch_size, mesh, cache=cache)
@@ -66,14 +67,14 @@ class Evaluator:
 
   def path(self, step):
     """The file written at `step`."""
-    return os.path.join(self.directory, f"{self.name}_{step}.npz")
+    return fs.join(self.directory, f"{self.name}_{step}.npz")
 
   def run(self, train_state):
     """Writes the file; yields `num_examples`."""
     arrays = self._gather(train_state, self.data)
     step = int(jax.device_get(train_state.get("step", 0)))
     if jax.process_index() == 0:
-      os.makedirs(self.directory, exist_ok=True)
-      with open(self.path(step), "wb") as f:
-        np.savez(f, **arrays)
+      buf = io.BytesIO()
+      np.savez(buf, **arrays)
+      fs.write_atomic(self.path(step), buf.getvalue())
     yield "num_examples", len(next(iter(arrays.values())))

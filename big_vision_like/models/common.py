@@ -20,6 +20,51 @@ def to_dtype(name):
   return jnp.dtype("float32" if name is None else name)
 
 
+# Argument-free policies of `jax.checkpoint_policies` a `remat_policy` can
+# name (the others are factories that need arguments).
+REMAT_POLICIES = tuple(n for n in (
+    "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
+    "everything_saveable", "checkpoint_dots",
+    "checkpoint_dots_with_no_batch_dims",
+) if hasattr(jax.checkpoint_policies, n))
+
+
+def remat_policy(name):
+  """The `jax.checkpoint_policies` policy called `name` (`REMAT_POLICIES`)."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"Unknown remat_policy {name!r}; known: "
+                     f"{list(REMAT_POLICIES)} (names in "
+                     "jax.checkpoint_policies).")
+  return getattr(jax.checkpoint_policies, name)
+
+
+def maybe_remat(module_cls, remat, policy, static_argnums, prevent_cse=True):
+  """`module_cls`, rematerialised with `policy` when `remat` is true.
+
+  Checkpointing (`nn.remat`) keeps the module's param names and shapes and
+  its outputs and gradients; the backward pass recomputes what `policy` (a
+  `REMAT_POLICIES` name, checked even when `remat` is false) does not save.
+
+  Args:
+    module_cls: a flax module class.
+    remat: whether to checkpoint it.
+    policy: name of a `jax.checkpoint_policies` policy.
+    static_argnums: positions of the Python (non-array) arguments of its
+      `__call__`, counting `self` as 0, e.g. a `train` / `deterministic`
+      bool; traced, they would fail Python `if`s.
+    prevent_cse: keep XLA from merging the recomputation with the forward
+      pass; needed outside `nn.scan` (which prevents that by itself).
+
+  Returns:
+    A module class taking the same attributes and call arguments.
+  """
+  policy_fn = remat_policy(policy)
+  if not remat:
+    return module_cls
+  return nn.remat(module_cls, policy=policy_fn, prevent_cse=prevent_cse,
+                  static_argnums=tuple(static_argnums))
+
+
 def posemb_sincos_2d(h, w, width, temperature=10_000., dtype=jnp.float32):
   """Fixed 2-D sin-cos position embedding ("Better plain ViT baselines").
 

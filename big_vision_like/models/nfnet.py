@@ -254,16 +254,24 @@ class NFBlock(nn.Module):
 
 
 class NFStage(nn.Module):
-  """A sequence of NF blocks `block_0..`; returns the output and each one's."""
+  """A sequence of NF blocks `block_0..`; returns the output and each one's.
+
+  With `remat`, every block is checkpointed with `remat_policy` (a
+  `common.REMAT_POLICIES` name); see `_Model`.
+  """
   specs: tuple[BlockSpec, ...]
   block_kw: Any = None
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
 
   @nn.compact
   def __call__(self, x, train=False):
     """x: [B, H, W, C] -> ([B, h, w, D], [per-block outputs])."""
+    # `train` (argument 2, after self and x) is a Python bool: static.
+    block = common.maybe_remat(NFBlock, self.remat, self.remat_policy, (2,))
     outs = []
     for j, spec in enumerate(self.specs):
-      x = NFBlock(spec, **(self.block_kw or {}), name=f"block_{j}")(x, train)
+      x = block(spec, **(self.block_kw or {}), name=f"block_{j}")(x, train)
       outs.append(x)
     return x, outs
 
@@ -338,6 +346,8 @@ class _Model(nn.Module):
   conv_padding: str = "SAME"  # "symmetric" for timm's (non-dm_) nfnet_f*.
   head_zeroinit: bool = True
   dtype_mm: str = "float32"
+  remat: bool = False  # Checkpoint every block (see `Model`).
+  remat_policy: str = "nothing_saveable"  # A common.REMAT_POLICIES name.
 
   def _stage_widths(self):
     return tuple(_scaled(w, self.width_mult) for w in self.widths)
@@ -360,7 +370,8 @@ class _Model(nn.Module):
                     **conv_kw)
     k = 0
     for i, specs in enumerate(stages):
-      x, block_outs = NFStage(specs, block_kw, name=f"stage_{i}")(x, train)
+      x, block_outs = NFStage(specs, block_kw, self.remat, self.remat_policy,
+                              name=f"stage_{i}")(x, train)
       for y in block_outs:
         out[f"block_{k}"], k = y, k + 1
       out[f"stage_{i}"] = x  # [B, h_i, w_i, C_i]
@@ -384,6 +395,12 @@ def Model(num_classes=None, *, variant="F0", **kw):  # pylint: disable=C0103
   `train=True`, dropout and stochastic depth draw from the "dropout" rng.
   `aux` holds "stem", "block_{k}", "stage_{i}", "final_conv", "pre_logits"
   (pooled features) and, with a head, "logits".
+
+  `remat=True` checkpoints every block (`nn.remat`): the backward pass
+  recomputes the activations that `remat_policy` (default
+  "nothing_saveable"; any name in `common.REMAT_POLICIES`, e.g.
+  "dots_saveable") does not save. Outputs, gradients and param names are
+  the same as without it; it trades compute for memory.
   """
   return _Model(num_classes=num_classes, **{**decode_variant(variant), **kw})
 

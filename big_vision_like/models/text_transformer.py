@@ -49,8 +49,11 @@ class _Model(nn.Module):
       the pad id is also the EOS id that "last" pooling relies on (set
       `pad_id` only for a pad id that is not a real token, e.g. 0).
     dropout: dropout rate of embeddings and residual branches (train only).
-    scan, remat_policy: as in the ViT (`Encoder_0/encoderblock` with a
-      leading depth axis when scanned).
+    scan, remat, remat_policy: as in the ViT (`Encoder_0/encoderblock`
+      with a leading depth axis when scanned). `remat` checkpoints every
+      encoder block with `jax.checkpoint_policies.<remat_policy>` (same
+      outputs, gradients and params; less memory, more compute); None
+      (default, big_vision): only when scanned.
     dtype_mm: matmul dtype, e.g. "bfloat16".
     head_zeroinit: zero-initialise the head (default False, as big_vision's
       text tower; a zero head gives zero embeddings in a two-tower model).
@@ -71,6 +74,7 @@ class _Model(nn.Module):
   dropout: float = 0.0
   scan: bool = False
   remat_policy: str = "nothing_saveable"
+  remat: bool | None = None
   dtype_mm: str = "float32"
   head_zeroinit: bool = False
   causal: bool = False
@@ -138,7 +142,7 @@ class _Model(nn.Module):
         depth=self.depth, mlp_dim=self.mlp_dim or 4 * self.width,
         num_heads=self.num_heads, dropout=self.dropout,
         dtype_mm=self.dtype_mm, scan=self.scan,
-        remat_policy=self.remat_policy, gelu=self.gelu,
+        remat_policy=self.remat_policy, remat=self.remat, gelu=self.gelu,
         norm_eps=self.norm_eps, name="Encoder_0",
     )(x, deterministic=not train, mask=self._mask(valid, length))
     out.update(enc_out)

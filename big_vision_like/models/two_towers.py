@@ -114,6 +114,8 @@ def Model(image=None, text=None, image_model="vit",  # pylint: disable=C0103
       has `head_zeroinit` (vit, nfnet), it defaults to False: a zero head
       would make every image embedding zero.
     text: dict of text-tower kwargs, e.g. dict(variant="B", vocab_size=32_000).
+      Each tower's own options apply, e.g. `remat=True` (with
+      `remat_policy`) in either dict checkpoints that tower's blocks.
     image_model: registered name of the image tower.
     text_model: registered name of the text tower.
     out_dim: (image, text) embedding sizes (heads), or one int for both;

@@ -36,6 +36,19 @@ Transformers" (Touvron et al. 2022):
   `config.schedule` (see optim.py) that trains the encoder's attention
   weights (and, by default, the head) and freezes all else: frozen params get
   no gradient, no optimizer state and no update.
+
+Memory: `scan=True` runs the encoder as one `nn.scan` over blocks (faster
+compiles; params `Transformer/encoderblock` with a leading depth axis).
+`remat` checkpoints every encoder block (`nn.remat`): the backward pass
+recomputes the activations that `remat_policy` does not save, for less
+memory at the cost of compute; outputs, gradients and param names do not
+change. `remat=None` (default) is big_vision's behaviour: blocks are
+rematerialised exactly when `scan=True`. `remat=True` also checkpoints the
+unscanned blocks, `remat=False` scans without it. `remat_policy` (default
+"nothing_saveable") names an argument-free `jax.checkpoint_policies` policy
+(`common.REMAT_POLICIES`: "nothing_saveable", "dots_saveable",
+"dots_with_no_batch_dims_saveable", "everything_saveable", ...); an unknown
+name is a ValueError listing them.
 """
 
 import functools
@@ -214,7 +227,11 @@ class Encoder1DBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Stack of `depth` blocks followed by `encoder_norm`."""
+  """Stack of `depth` blocks followed by `encoder_norm`.
+
+  `remat` (None: only when `scan`, as big_vision) checkpoints every block
+  with `jax.checkpoint_policies.<remat_policy>`; see the module docstring.
+  """
   depth: int
   mlp_dim: int | None = None
   num_heads: int = 12
@@ -224,9 +241,30 @@ class Encoder(nn.Module):
   dtype_mm: str = "float32"
   scan: bool = False
   remat_policy: str = "nothing_saveable"
+  remat: bool | None = None
   gelu: str = "tanh"
   norm_eps: float = 1e-6
   parallel: int = 1  # branches per block; see Encoder1DBlock
+
+  def _remat(self):
+    return self.scan if self.remat is None else bool(self.remat)
+
+  def _scanned(self, x, rates, deterministic, mask, kw):
+    """The blocks as one `nn.scan` over `encoderblock` (depth-axis params)."""
+    if self.drop_path:  # one traced rate per layer
+      rate_arg, rate_axis, static = jnp.asarray(rates, jnp.float32), 0, (3,)
+    else:
+      rate_arg, rate_axis, static = 0.0, nn.broadcast, (2, 3)
+    block = common.maybe_remat(Encoder1DBlock, self._remat(),
+                               self.remat_policy, static, prevent_cse=False)
+    x, _ = nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(rate_axis, nn.broadcast, nn.broadcast),
+        length=self.depth,
+    )(name="encoderblock", **kw)(x, rate_arg, deterministic, mask)
+    return x
 
   @nn.compact
   def __call__(self, x, deterministic=True, mask=None):
@@ -242,27 +280,14 @@ class Encoder(nn.Module):
           "norm_eps": self.norm_eps, "parallel": self.parallel}
     rates = np.linspace(0.0, self.drop_path, self.depth)  # stochastic depth
     if self.scan:
-      policy = getattr(jax.checkpoint_policies, self.remat_policy, None)
-      if policy is None:
-        raise ValueError(f"Unknown remat_policy {self.remat_policy!r}: not "
-                         "a name in jax.checkpoint_policies.")
-      if self.drop_path:  # one traced rate per layer
-        rate_arg, rate_axis, static = jnp.asarray(rates, jnp.float32), 0, (3,)
-      else:
-        rate_arg, rate_axis, static = 0.0, nn.broadcast, (2, 3)
-      block = nn.remat(Encoder1DBlock, prevent_cse=False, policy=policy,
-                       static_argnums=static)
-      x, _ = nn.scan(
-          block,
-          variable_axes={"params": 0},
-          split_rngs={"params": True, "dropout": True},
-          in_axes=(rate_axis, nn.broadcast, nn.broadcast),
-          length=self.depth,
-      )(name="encoderblock", **kw)(x, rate_arg, deterministic, mask)
+      x = self._scanned(x, rates, deterministic, mask, kw)
     else:
+      # The rate (a Python float) and `deterministic` are static.
+      block = common.maybe_remat(Encoder1DBlock, self._remat(),
+                                 self.remat_policy, (2, 3))
       for i in range(self.depth):
-        block = Encoder1DBlock(name=f"encoderblock_{i}", **kw)
-        x, _ = block(x, float(rates[i]), deterministic, mask)
+        x, _ = block(name=f"encoderblock_{i}", **kw)(
+            x, float(rates[i]), deterministic, mask)
         out[f"encoder_{i}"] = x
     x = nn.LayerNorm(epsilon=self.norm_eps, name="encoder_norm")(x)
     return x, out
@@ -313,7 +338,8 @@ class _Model(nn.Module):
   layerscale: float | None = None
   dtype_mm: str = "float32"
   scan: bool = False
-  remat_policy: str = "nothing_saveable"
+  remat_policy: str = "nothing_saveable"  # a common.REMAT_POLICIES name
+  remat: bool | None = None  # None: remat iff scan (big_vision)
   norm_pre: bool = False  # LayerNorm `norm_pre` before the encoder (CLIP)
   gelu: str = "tanh"  # see GELUS
   norm_eps: float = 1e-6  # of every LayerNorm
@@ -369,7 +395,7 @@ class _Model(nn.Module):
         num_heads=self.num_heads, dropout=self.dropout,
         drop_path=self.drop_path, layerscale=self.layerscale,
         dtype_mm=self.dtype_mm, scan=self.scan,
-        remat_policy=self.remat_policy, gelu=self.gelu,
+        remat_policy=self.remat_policy, remat=self.remat, gelu=self.gelu,
         norm_eps=self.norm_eps, parallel=self.parallel, name="Transformer",
     )(x, deterministic=not train)
     out.update(enc_out)

@@ -1,8 +1,8 @@
 """SentencePiece tokenizers, by model path or registered name.
 
-`get_tokenizer(name_or_path)` returns a `Tokenizer` for a `.model` file (any
-path `tf.io.gfile` reads) or a name registered in `TOKENIZERS`, whose entries
-are factories `fn() -> model path`.
+`get_tokenizer(name_or_path)` returns a `Tokenizer` for a `.model` file (a
+local path or a bucket URL: any path `fs` reads) or a name registered in
+`TOKENIZERS`, whose entries are factories `fn() -> model path`.
 
 Built-in tokenizer `"bvl_shapes"`: a byte-pair-encoding SentencePiece model
 with `BUILTIN_VOCAB_SIZE` (256) pieces that this package trains, on first
@@ -30,6 +30,7 @@ import numpy as np
 import sentencepiece as spm
 import tensorflow as tf
 
+from big_vision_like import fs
 from big_vision_like import registry
 
 TOKENIZERS = registry.Registry("tokenizer")
@@ -48,11 +49,12 @@ class Tokenizer:
     """Loads the model.
 
     Args:
-      model_path: path of a SentencePiece `.model` file (read with gfile).
+      model_path: path of a SentencePiece `.model` file (local or a bucket
+        URL: read with `fs`).
       add_eos: default of `to_int(..., eos=)`: append the EOS id.
     """
-    with tf.io.gfile.GFile(os.fspath(model_path), "rb") as f:
-      self._sp = spm.SentencePieceProcessor(model_proto=f.read())
+    self._sp = spm.SentencePieceProcessor(
+        model_proto=fs.read_bytes(model_path))
     self.model_path = os.fspath(model_path)
     self.add_eos = add_eos
 
@@ -225,14 +227,10 @@ def train_builtin_tokenizer(data_dir=None, *, vocab_size=BUILTIN_VOCAB_SIZE):
   corpus = builtin_corpus()
   digest = hashlib.sha256(
       "\n".join(corpus + [str(vocab_size)]).encode()).hexdigest()[:10]
-  folder = os.path.join(data_dir or default_data_dir(), "tokenizers")
-  path = os.path.join(folder, f"bvl_shapes-bpe{vocab_size}-{digest}.model")
-  if not tf.io.gfile.exists(path):
-    tf.io.gfile.makedirs(folder)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-      f.write(train_sentencepiece(corpus, vocab_size))
-    tf.io.gfile.rename(tmp, path, overwrite=True)  # Atomic on local disks.
+  folder = fs.join(data_dir or default_data_dir(), "tokenizers")
+  path = fs.join(folder, f"bvl_shapes-bpe{vocab_size}-{digest}.model")
+  if not fs.exists(path):
+    fs.write_atomic(path, train_sentencepiece(corpus, vocab_size))
   return path
 
 
@@ -243,7 +241,7 @@ def model_path(name_or_path):
   """The `.model` path of a registered tokenizer name, or the path itself."""
   if name_or_path in TOKENIZERS:
     return TOKENIZERS.get(name_or_path)()
-  if not tf.io.gfile.exists(name_or_path):
+  if not fs.exists(name_or_path):
     raise ValueError(
         f"Tokenizer {name_or_path!r} is neither a registered name "
         f"{TOKENIZERS.names()} nor an existing SentencePiece model file.")

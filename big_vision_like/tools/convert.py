@@ -31,15 +31,14 @@ are timm's / open_clip's, and is printed as notes.
 """
 
 import argparse
+import io
 import json
-import os
 import sys
-import tempfile
 
 import jax
 import numpy as np
 
-from big_vision_like import checkpoint, checksums, tree_util
+from big_vision_like import checkpoint, checksums, fs, tree_util
 from big_vision_like.models import vit
 from big_vision_like.tools import convert_open_clip, convert_torch
 
@@ -66,20 +65,13 @@ def save_npz(params, path, *, overwrite=False):
   if not path.endswith(".npz"):
     raise ValueError(f"save_npz: {path} must end in .npz (load_params tells "
                      "the formats apart by the suffix).")
-  if os.path.exists(path) and not overwrite:
+  if fs.exists(path) and not overwrite:
     raise FileExistsError(f"save_npz: {path} exists (pass overwrite=True / "
                           "--overwrite).")
   flat = {k: _npz_value(v) for k, v in flatten(params).items()}
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **flat)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  buf = io.BytesIO()
+  np.savez(buf, **flat)
+  fs.write_atomic(path, buf.getvalue())
   return path
 
 
@@ -90,8 +82,8 @@ def save_orbax(params, directory, *, meta=None, overwrite=False):
   and item `meta` (JSON), so `config.model_init = directory` works too.
   """
   import orbax.checkpoint as ocp  # pylint: disable=C0415
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and not overwrite:
+  directory = fs.abspath(directory)
+  if fs.exists(directory) and not overwrite:
     raise FileExistsError(f"save_orbax: {directory} exists (pass "
                           "overwrite=True / --overwrite).")
   state = {"params": jax.tree.map(np.asarray, params)}
@@ -199,7 +191,7 @@ def convert(src, fmt_in, *, layout="keep", **kw):
 
 def _strip_subtree(src):
   """`src` without a `:a/b` subtree suffix (as `load_params` reads it)."""
-  if ":" in os.path.basename(src):
+  if ":" in fs.basename(src):
     return src.rsplit(":", 1)[0]
   return src
 
@@ -212,9 +204,9 @@ def check_input_format(src, fmt_in):
   other way around) and the flag would mean nothing.
   """
   path = _strip_subtree(src) if fmt_in in ("npz", "orbax") else src
-  if not os.path.exists(path):
+  if not fs.exists(path):
     return  # The reader names the missing file.
-  is_dir, is_npz = os.path.isdir(path), path.endswith(".npz")
+  is_dir, is_npz = fs.isdir(path), path.endswith(".npz")
   if fmt_in == "npz" and (is_dir or not is_npz):
     what = "a directory" if is_dir else "not a `.npz` file"
     hint = " (an orbax checkpoint? use --from orbax)" if is_dir else ""
@@ -306,7 +298,7 @@ def main(argv=None):
     out = save_npz(params, a.dst, overwrite=a.overwrite)
   else:
     out = save_orbax(params, a.dst, overwrite=a.overwrite,
-                     meta={"step": 0, "converted_from": os.path.abspath(
+                     meta={"step": 0, "converted_from": fs.abspath(
                          a.src), "format": a.fmt_in})
   leaves = jax.tree.leaves(params)
   print(f"wrote {len(leaves)} arrays ({sum(x.size for x in leaves):,} "

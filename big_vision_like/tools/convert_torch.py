@@ -13,13 +13,14 @@ OpenAI CLIP ports use QuickGELU) and the LayerNorm eps (timm's default
 1e-6; its CLIP models, the ones with `norm_pre`, use 1e-5).
 """
 
+import io
 import math
-import os
 import re
 
 import jax
 import numpy as np
 
+from big_vision_like import fs
 from big_vision_like.models import vit
 
 # ---------------------------------------------------------------- loading
@@ -39,15 +40,15 @@ def _import_torch():
   return torch
 
 
-def _safetensors_load_file():
-  """`safetensors.torch.load_file`, or an error saying how to install it."""
+def _safetensors_torch():
+  """`safetensors.torch`, or an error saying how to install it."""
   _import_torch()
   try:
-    from safetensors.torch import load_file  # pylint: disable=C0415
+    from safetensors import torch as st  # pylint: disable=C0415
   except ModuleNotFoundError as e:
     raise ModuleNotFoundError(f"No module named {e.name!r}: {_INSTALL_HINT}.",
                               name=e.name) from None
-  return load_file
+  return st
 
 
 def _to_numpy(t):
@@ -90,15 +91,21 @@ def _unwrap(obj, where):
 
 
 def load_torch_state_dict(path):
-  """Reads a `.safetensors` file or torch state dict into numpy arrays."""
-  if not os.path.exists(path):
+  """Reads a `.safetensors` file or torch state dict into numpy arrays.
+
+  `path` is local or a bucket URL (read whole through `fs`).
+  """
+  if not fs.exists(path):
     raise FileNotFoundError(f"{path} does not exist.")
   if path.endswith(".safetensors"):
-    sd = _safetensors_load_file()(path)
+    st = _safetensors_torch()
+    sd = (st.load(fs.read_bytes(path)) if fs.is_remote(path)
+          else st.load_file(path))
   else:
     torch = _import_torch()
+    source = io.BytesIO(fs.read_bytes(path)) if fs.is_remote(path) else path
     try:
-      sd = torch.load(path, map_location="cpu", weights_only=True)
+      sd = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # Pickled modules, other formats.
       raise ValueError(f"{path}: cannot be read as a torch state dict "
                        f"(torch.load(weights_only=True): {e})") from e

@@ -12,7 +12,6 @@ as one JSON line `{"step": ..., "params": ..., "<eval>/<metric>": ...}` to
 """
 
 import json
-import os
 import time
 
 from absl import app
@@ -22,6 +21,7 @@ import jax
 
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
+from big_vision_like import fs
 from big_vision_like import sharding
 from big_vision_like import step as step_lib
 from big_vision_like import train
@@ -39,8 +39,9 @@ def load_state(workdir, params_path, config, mesh):
     step = ckpt.latest_step()
     ckpt.close()
     if step is None:
-      raise FileNotFoundError(f"No checkpoint in {workdir}/checkpoints; "
-                              "pass --params.")
+      raise FileNotFoundError(f"No checkpoint in "
+                              f"{fs.join(workdir, 'checkpoints')}; pass "
+                              "--params.")
     params = ckpt_lib.load_params(workdir)
   state = {"params": params}
   shardings = sharding.infer_shardings(state, config.sharding_rules, mesh)
@@ -86,8 +87,8 @@ def evaluate(config, workdir, params_path=None):
                     for k, v in ev.evaluator.run(state)})
     results[f"{ev.name}/walltime_sec"] = time.perf_counter() - t0
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, RESULTS_FILE), "a") as f:
+    fs.makedirs(workdir)
+    with fs.AppendFile(fs.join(workdir, RESULTS_FILE)) as f:
       f.write(json.dumps({"step": step, "params": params_path or workdir,
                           **results}) + "\n")
   return step, results
@@ -115,7 +116,7 @@ def main(argv):
   if jax.process_index() == 0:
     print(f"Step {step}:\n" + "\n".join(
         f"  {k} = {v:.4f}" for k, v in sorted(results.items())), flush=True)
-    path = os.path.join(os.path.abspath(fl.workdir), RESULTS_FILE)
+    path = fs.join(fs.abspath(fl.workdir), RESULTS_FILE)
     print(f"Results: {path}", flush=True)
 
 
