@@ -204,7 +204,11 @@ def _no_step_metadata_warning():
   return console.hide_log_messages("Metadata file does not exist")
 
 
-def _load_orbax(path):
+class _NoItem(Exception):
+  """The checkpoint's state has no such item (e.g. no "ema")."""
+
+
+def _load_orbax(path, item):
   path = fs.abspath(path)
   if fs.isdir(fs.join(path, "checkpoints")):  # A workdir.
     path = fs.join(path, "checkpoints")
@@ -221,19 +225,25 @@ def _load_orbax(path):
     with _no_step_metadata_warning(), ocp.PyTreeCheckpointer() as checkpointer:
       state_dir = fs.join(path, "state")
       tree = checkpointer.metadata(state_dir).item_metadata.tree
-      item = {"params": tree["params"]}
+      if item not in tree:
+        raise _NoItem(sorted(tree))
+      wanted = {item: tree[item]}
       as_numpy = jax.tree.map(
-          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
       params = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-          item=item, restore_args=as_numpy, partial_restore=True))["params"]
+          item=wanted, restore_args=as_numpy, partial_restore=True))[item]
+  except _NoItem as e:
+    hint = " (train with config.ema to have one)" if item == "ema" else ""
+    raise KeyError(f"load_params: checkpoint {path} has no {item!r}{hint}; "
+                   f"its state has {e.args[0]}.") from None
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f"load_params: checkpoint {path} cannot be read: "
                           f"{type(e).__name__}: {_first_line(e)}") from e
-  checksums.verify(path, record, params, prefix="params/")
+  checksums.verify(path, record, params, prefix=f"{item}/")
   return params
 
 
-def load_params(path):
+def load_params(path, *, item="params"):
   """Loads a params tree from a big_vision `.npz` or an orbax checkpoint.
 
   Args:
@@ -241,6 +251,8 @@ def load_params(path):
       workdir / checkpoints dir / step dir written by this project; local
       or a bucket URL (`gs://...`). A suffix `:a/b` selects a subtree, e.g.
       `siglip.npz:img`.
+    item: which params of an orbax checkpoint: "params", or "ema" (the
+      weight EMA of a run with `config.ema`).
 
   Returns:
     A nested dict of numpy arrays.
@@ -250,7 +262,13 @@ def load_params(path):
     path, subtree = path.rsplit(":", 1)
   if not fs.exists(path):
     raise FileNotFoundError(f"load_params: {path} does not exist.")
-  params = _load_npz(path) if path.endswith(".npz") else _load_orbax(path)
+  if path.endswith(".npz"):
+    if item != "params":
+      raise ValueError(f"load_params: item={item!r} is for orbax "
+                       f"checkpoints; {path} is an .npz of one params tree.")
+    params = _load_npz(path)
+  else:
+    params = _load_orbax(path, item)
   for key in (subtree.split("/") if subtree else []):
     if key not in params:
       raise KeyError(f"load_params: {path} has no subtree {subtree!r} "

@@ -1,10 +1,42 @@
 """tf.data input pipelines: per-process shares, shuffle, pp, batch, to device.
 
-Training streams are deterministic and resumable without iterator state:
-epoch `e` of this process's share is shuffled with a seed derived from
-(seed, e), epochs are concatenated, and `start_step` positions the stream by
-skipping raw (undecoded) examples; sources that read lazily (file lists,
-`datasets.core.LazyDataSource`) skip records and read files only afterwards.
+Training streams are deterministic and resumable without iterator state, at
+a cost that does not grow with the position. Each process reads its own
+share of the split (`n` examples), cut into blocks of at most `block_size`
+consecutive examples that read on their own (`datasets.core.Blocks`: runs
+of records of one TFRecord shard for TFDS data; index ranges of data held in
+memory for lazy (own-data) records and for cached data). Epoch `e`:
+
+1. orders the blocks by a seeded permutation of (seed, e)
+   (`tf.random.experimental.index_shuffle`: no permutation is stored);
+2. cuts that order into windows of `W = shuffle_buffer_size // block_size`
+   blocks, reads each window's blocks (up to 16 at once) and shuffles the
+   window's examples in a buffer of `shuffle_buffer_size`, started afresh
+   per window and seeded by (seed, e, window): a uniform shuffle of the
+   window, since it fits in the buffer.
+
+Epochs follow one another endlessly. Shuffle semantics: an example's place
+in the epoch is independent of its place on disk at any dataset size (the
+blocks come from anywhere in the share), and neighbours in the epoch come
+from the same block with probability about 1 / W (e.g. 256-example blocks
+and a 10,000-example buffer: W = 39). A share that fits in one window
+(`n <= shuffle_buffer_size`) is shuffled uniformly, as before.
+
+Resume cost model: position `p` (= start_step x local batch) lies in epoch
+`p // n`, in the window found from the block sizes (computed, not read);
+resuming reads that one window from its start (W blocks, about
+shuffle_buffer_size examples: the same as the first batch of a fresh run)
+and skips the window's examples before `p` out of the shuffle buffer,
+undecoded. So the time to the first batch is about the time to read one
+window, whatever `p`: ~ W x (block open + seek + block_size records read).
+Smaller blocks shuffle better and cost more opens per window (on remote
+storage an open is ~10-100 ms, overlapped 16 at a time); block_size >= n
+gives the old sequential read behind a buffer. Exceptions: in-memory data
+(`cache_raw`, `pp_cached`, and lazy sources' records) is read whole once
+per process when the stream starts (at any `p`), then only indexed; a
+source with neither blocks nor records (`get_tfdata` only) is cut with
+`datasets.core.dataset_blocks`, whose blocks skip their start.
+
 Every example gets `_seed`, a stateless seed derived from (seed,
 process_index, position in the stream), that the pp builder hands to random
 ops, so augmentations are identical after a resume.
@@ -13,7 +45,8 @@ A training stream may mix several sources (`Component`s, with weights):
 each component is such a stream of its own, and position `p` of the mixture
 takes its next example from a component drawn by a stateless categorical of
 (seed, process_index, p). On resume at position P, component `k` starts at
-the number of positions before P that drew `k` (counted exactly, in blocks).
+the number of positions before P that drew `k` (counted exactly, in blocks
+of choices: cheap arithmetic, no data read), and reads one window.
 
 Evaluation streams hold every example of the split exactly once across
 processes, padded with `_mask == False` examples to the same number of
@@ -41,6 +74,8 @@ _EXAMPLE_TAG = 2
 _MIXTURE_TAG = 3
 _COMPONENT_TAG = 4
 _CHOICE_BLOCK = 2**16  # Mixture choices are drawn this many at a time.
+_PARALLEL_READS = 16  # Most blocks of a window read at once.
+DEFAULT_BLOCK_SIZE = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,9 +192,171 @@ def num_train_examples(source, split=None):
 _CACHED_CHUNK = 512  # Examples per call of `pp_cached_batched`.
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """How an epoch of one share is cut: blocks, windows, shuffle buffer."""
+  sizes: np.ndarray  # [num_blocks] int64, examples per block (share order).
+  window_blocks: int  # Blocks per window.
+  buffer: int  # Shuffle buffer of a window (>= its examples, if possible).
+
+  @property
+  def num_blocks(self):
+    return len(self.sizes)
+
+  @property
+  def num_windows(self):
+    return -(-self.num_blocks // self.window_blocks)
+
+
+def _plan(sizes, block_size, shuffle_buffer_size):
+  """Windows of shuffle_buffer_size // block_size blocks (at least one)."""
+  if block_size < 1 or shuffle_buffer_size < 1:
+    raise ValueError(f"block_size={block_size} and shuffle_buffer_size="
+                     f"{shuffle_buffer_size} must be >= 1.")
+  sizes = np.asarray(sizes, np.int64)
+  window_blocks = max(1, shuffle_buffer_size // block_size)
+  buffer = min(shuffle_buffer_size, window_blocks * int(sizes.max()))
+  return _Plan(sizes, window_blocks, max(1, buffer))
+
+
+def _block_order(key, epoch, lo, hi, num_blocks):
+  """The blocks at places [lo, hi) of epoch `epoch`'s seeded block order."""
+  seed = _derive(_derive(key, epoch), -1, [2])
+  return tf.random.experimental.index_shuffle(
+      tf.range(lo, hi, dtype=tf.int64), seed,
+      tf.constant(num_blocks - 1, tf.int64))
+
+
+def _resume_point(plan, key, start):
+  """(epoch, window, examples of that window before position `start`)."""
+  epoch, q = divmod(start, int(plan.sizes.sum()))
+  order = _block_order(key, epoch, 0, plan.num_blocks, plan.num_blocks)
+  ends = np.cumsum(np.add.reduceat(
+      plan.sizes[order.numpy()],
+      np.arange(0, plan.num_blocks, plan.window_blocks)))
+  window = int(np.searchsorted(ends, q, side="right"))
+  return epoch, window, q - (int(ends[window - 1]) if window else 0)
+
+
+def _windowed_stream(plan, key, start, window_elements):
+  """The endless stream of epochs of shuffled windows, from position `start`.
+
+  Args:
+    plan: the `_Plan`.
+    key: the shuffle key of this stream.
+    start: the position to start at.
+    window_elements: a function of block ids [<= window_blocks] to a dataset
+      of those blocks' elements, block after block.
+
+  Returns:
+    The dataset; reaching `start` costs one window (and skipping its first
+    examples from the shuffle buffer), wherever `start` is.
+  """
+
+  def window(epoch, w):
+    lo = w * plan.window_blocks
+    ids = _block_order(key, epoch, lo,
+                       tf.minimum(lo + plan.window_blocks, plan.num_blocks),
+                       plan.num_blocks)
+    return window_elements(ids).shuffle(
+        plan.buffer, seed=_derive(_derive(key, epoch), w))
+
+  def epoch(e, first_window=0):
+    return tf.data.Dataset.range(first_window, plan.num_windows).flat_map(
+        lambda w: window(e, w))
+
+  e0, w0, skip = _resume_point(plan, key, start)
+  rest = tf.data.Dataset.counter(e0 + 1).flat_map(epoch)
+  return epoch(e0, w0).skip(skip).concatenate(rest)
+
+
+def _read_blocks(blocks, plan):
+  """window_elements (see `_windowed_stream`) reading `Blocks` in parallel."""
+  specs = {k: tf.constant(v) for k, v in blocks.specs.items()}
+  cycle = min(plan.window_blocks, _PARALLEL_READS)
+
+  def elements(ids):
+    # Each block is read whole in its turn: the blocks' records in order.
+    return tf.data.Dataset.from_tensor_slices(ids).interleave(
+        lambda b: blocks.read({k: v[b] for k, v in specs.items()}),
+        cycle_length=cycle, block_length=int(plan.sizes.max()),
+        num_parallel_calls=cycle, deterministic=True)
+
+  return elements
+
+
+def _table_indices(plan):
+  """window_elements giving the blocks' example indices (in-memory data)."""
+  sizes = tf.constant(plan.sizes)
+  starts = tf.constant(np.cumsum(plan.sizes) - plan.sizes)
+
+  def elements(ids):
+    lo = tf.gather(starts, ids)
+    return tf.data.Dataset.from_tensor_slices(
+        tf.ragged.range(lo, lo + tf.gather(sizes, ids)).flat_values)
+
+  return elements
+
+
+def _row(column, i, spec):
+  """Row `i` of a batched (possibly ragged) tensor, shaped as `spec`."""
+  row = column[i] if isinstance(column, tf.RaggedTensor) else tf.gather(
+      column, i)
+  if isinstance(row, tf.RaggedTensor):
+    row = row.to_tensor()
+  return tf.ensure_shape(row, spec.shape)
+
+
+def _table_stream(ds, num_examples, plan, key, start):
+  """`_windowed_stream` of finite `ds`, read once into memory (a "table").
+
+  The same blocks, windows and shuffles as reading `ds`'s blocks from
+  storage, so the same examples in the same order; `ds` is read whole at the
+  first element, wherever `start` is, and later windows only index it.
+  """
+  spec = ds.element_spec
+  dense = all(s.shape.is_fully_defined() for s in tf.nest.flatten(spec))
+  table = (ds.batch(num_examples) if dense
+           else ds.ragged_batch(num_examples)).take(1)
+  indices = _windowed_stream(plan, key, start, _table_indices(plan))
+
+  def rows(columns):
+    return indices.map(lambda i: tf.nest.map_structure(
+        lambda c, s: _row(c, i, s), columns, spec))
+
+  return table.flat_map(rows)
+
+
+def _cached_raw(source, split, kw, blocks, plan, *, cache_raw, pp_cached,
+                pp_cached_batched):
+  """The share's raw examples after the cached pps, or None if not cached.
+
+  Read block after block where the source has blocks, so that the cached
+  stream holds the examples in the same order and gives the same batches.
+  """
+  if not (cache_raw or pp_cached or pp_cached_batched):
+    return None
+  if blocks is None:
+    raw = source.get_tfdata(split, **kw)
+  else:
+    raw = _read_blocks(blocks, plan)(tf.range(plan.num_blocks,
+                                              dtype=tf.int64))
+    if blocks.load is not None:
+      raw = raw.map(blocks.load, num_parallel_calls=AUTOTUNE,
+                    deterministic=True)
+  if pp_cached:  # Deterministic: the same values in every epoch.
+    raw = raw.map(_as_pp_fn(pp_cached), num_parallel_calls=AUTOTUNE,
+                  deterministic=True)
+  if pp_cached_batched:
+    raw = raw.batch(_CACHED_CHUNK).map(
+        _as_pp_fn(pp_cached_batched), num_parallel_calls=AUTOTUNE,
+        deterministic=True).unbatch()
+  return raw
+
+
 def _example_stream(source, split, *, shuffle_key, start, process_index,
-                    process_count, shuffle_buffer_size, cache_raw,
-                    pp_cached=None, pp_cached_batched=None):
+                    process_count, shuffle_buffer_size, block_size,
+                    cache_raw, pp_cached=None, pp_cached_batched=None):
   """This process's endless stream of raw examples, from position `start`.
 
   Returns:
@@ -174,29 +371,29 @@ def _example_stream(source, split, *, shuffle_key, start, process_index,
                      "examples.")
   kw = dict(process_index=process_index, process_count=process_count,
             drop_remainder=True)
-  load = None
-  cached = cache_raw or pp_cached or pp_cached_batched
-  if hasattr(source, "get_records") and not cached:
-    raw, load = source.get_records(split, **kw), source.load
-  else:
-    raw = source.get_tfdata(split, **kw)
-    if pp_cached:  # Deterministic: the same values in every epoch.
-      raw = raw.map(_as_pp_fn(pp_cached), num_parallel_calls=AUTOTUNE,
-                    deterministic=True)
-    if pp_cached_batched:
-      raw = raw.batch(_CACHED_CHUNK).map(
-          _as_pp_fn(pp_cached_batched), num_parallel_calls=AUTOTUNE,
-          deterministic=True).unbatch()
-    if cached:
-      raw = raw.cache()
-
-  def epoch(e):
-    return raw.shuffle(min(shuffle_buffer_size, n),
-                       seed=_derive(shuffle_key, e),
-                       reshuffle_each_iteration=False)
-
-  ds = tf.data.Dataset.counter(start // n).flat_map(epoch)
-  return ds.skip(start % n), load
+  blocks = None
+  if hasattr(source, "get_blocks"):
+    blocks = source.get_blocks(split, block_size=block_size, **kw)
+  sizes = (datasets.core.cut([n], block_size)[2] if blocks is None
+           else blocks.sizes)
+  if int(sizes.sum()) != n:
+    raise ValueError(f"The blocks of {source!r} {split!r} hold "
+                     f"{int(sizes.sum())} examples, not {n}.")
+  plan = _plan(sizes, block_size, shuffle_buffer_size)
+  raw = _cached_raw(source, split, kw, blocks, plan, cache_raw=cache_raw,
+                    pp_cached=pp_cached, pp_cached_batched=pp_cached_batched)
+  if raw is not None:
+    return _table_stream(raw, n, plan, shuffle_key, start), None
+  if blocks is not None:
+    return _windowed_stream(plan, shuffle_key, start,
+                            _read_blocks(blocks, plan)), blocks.load
+  if hasattr(source, "get_records"):
+    records = source.get_records(split, **kw)
+    return _table_stream(records, n, plan, shuffle_key, start), source.load
+  blocks = datasets.core.dataset_blocks(source.get_tfdata(split, **kw), n,
+                                        block_size)
+  return _windowed_stream(plan, shuffle_key, start,
+                          _read_blocks(blocks, plan)), None
 
 
 def _seeded_pp(pp_fn, load, key):
@@ -213,7 +410,8 @@ def _seeded_pp(pp_fn, load, key):
 
 def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
                        process_index, process_count, start_step=0,
-                       shuffle_buffer_size=10_000, cache_raw=False,
+                       shuffle_buffer_size=10_000,
+                       block_size=DEFAULT_BLOCK_SIZE, cache_raw=False,
                        pp_cached=None, pp_cached_batched=None, prefetch=2,
                        num_parallel_calls=AUTOTUNE):
   """Returns this process's endless stream of preprocessed training batches.
@@ -232,7 +430,12 @@ def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
     process_count: number of processes; each reads an equal, disjoint share
       (the remainder of the split is dropped).
     start_step: number of batches already consumed (to resume).
-    shuffle_buffer_size: shuffle buffer (>= share size: a full shuffle).
+    shuffle_buffer_size: examples shuffled together: each window of
+      shuffle_buffer_size // block_size randomly chosen blocks is shuffled
+      in a buffer of this size (>= the share size: a full shuffle). Also
+      the memory (raw examples) and the reading cost of a resume.
+    block_size: most examples of a block, the unit read from storage and
+      permuted each epoch (see the module docstring).
     cache_raw: keep the raw (undecoded) examples in memory.
     pp_cached: a deterministic pp (string or function) applied once per
       example and cached in memory, before `pp` runs in every epoch (e.g.
@@ -252,7 +455,8 @@ def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
   local_batch = _local_batch_size(global_batch_size, process_count)
   offset = start_step * local_batch
   kw = dict(process_index=process_index, process_count=process_count,
-            shuffle_buffer_size=shuffle_buffer_size, cache_raw=cache_raw)
+            shuffle_buffer_size=shuffle_buffer_size, block_size=block_size,
+            cache_raw=cache_raw)
   if _is_mixture(source):
     if split is not None:
       raise ValueError("A mixture names its splits in its components; "

@@ -57,6 +57,10 @@ DEFAULTS = {
         "batch_size": REQUIRED,
         "pp": REQUIRED,
         "shuffle_buffer_size": 10_000,
+        # Examples per block, the unit read from storage and permuted each
+        # epoch; windows of shuffle_buffer_size // block_size blocks are
+        # shuffled uniformly (see input_pipeline's docstring).
+        "block_size": 256,
         "cache_raw": False,
         "pp_cached": "",  # Deterministic pp run once and cached, before pp.
         "pp_cached_batched": "",  # Same, on chunks of examples (tokenize).
@@ -204,6 +208,7 @@ class _Setup:
         process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=start_step,
         shuffle_buffer_size=self.config.input.shuffle_buffer_size,
+        block_size=self.config.input.block_size,
         cache_raw=self.config.input.cache_raw,
         pp_cached=self.config.input.pp_cached or None,
         pp_cached_batched=self.config.input.pp_cached_batched or None,

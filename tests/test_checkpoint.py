@@ -259,3 +259,28 @@ def test_load_params_on_a_damaged_npz_names_it(tmp_path):
   _damage_largest_file(str(tmp_path))
   with pytest.raises(checkpoint.CheckpointError, match=r"w\.npz"):
     checkpoint.load_params(str(path))
+
+
+def test_load_params_item_reads_the_ema(tmp_path):
+  mesh = sharding.make_mesh()
+  state, _ = _place({"params": {"w": jnp.ones((8, 4))},
+                     "ema": {"w": jnp.full((8, 4), 0.5)},
+                     "step": jnp.array(3, jnp.int32)}, mesh)
+  ckpt = checkpoint.Checkpointer(tmp_path / "ema")
+  ckpt.save(3, state, {"step": 3})
+  ckpt.wait()
+  ckpt.close()
+  np.testing.assert_array_equal(
+      checkpoint.load_params(str(tmp_path / "ema"), item="ema")["w"], 0.5)
+  np.testing.assert_array_equal(
+      checkpoint.load_params(str(tmp_path / "ema"))["w"], 1.0)
+  plain, _ = _state(mesh)
+  ckpt = checkpoint.Checkpointer(tmp_path / "plain")
+  ckpt.save(3, plain, {"step": 3})
+  ckpt.wait()
+  ckpt.close()
+  with pytest.raises(KeyError, match=r"has no 'ema' \(train with config.ema"):
+    checkpoint.load_params(str(tmp_path / "plain"), item="ema")
+  np.savez(tmp_path / "p.npz", w=np.zeros(2))
+  with pytest.raises(ValueError, match="item='ema' is for orbax"):
+    checkpoint.load_params(str(tmp_path / "p.npz"), item="ema")

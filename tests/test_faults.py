@@ -18,20 +18,32 @@ from big_vision_like.datasets import core as datasets_core
 from big_vision_like.metrics import read_jsonl
 from big_vision_like.registry import EVALUATORS
 from tests.test_train import _assert_trees_close
-from tests.test_train import _cmd
+from tests import test_train
 from tests.test_train import _env
 from tests.test_train import _free_port
 from tests.test_train import _params_np
 from tests.test_train import ROOT
 from tests.test_train import tiny_config
 
-# 300 steps (a few seconds of training): long enough to be interrupted.
+# 300 steps (a few seconds of training): long enough to be interrupted. With
+# a weight EMA (and its evaluator), which must resume exactly too.
+ARG = "short,tune,ema=0.99"
 EXTRA = ("--config.total_steps=300", "--config.log_training_steps=10",
-         "--config.evals.validation.log_steps=150")
+         "--config.evals.validation.log_steps=150",
+         "--config.evals.validation_ema.log_steps=150")
 FATAL = ("Fatal Python error", "terminate called", "exception not rethrown")
 # The tests of the reference run go to one pytest-xdist worker (`--dist
 # loadgroup`), so that it is made once.
 same_worker = pytest.mark.xdist_group("faults_reference")
+
+
+def _cmd(workdir, *extra):
+  return test_train._cmd(workdir, *extra, arg=ARG)  # pylint: disable=W0212
+
+
+def _params_and_ema(workdir):
+  return (checkpoint.load_params(workdir),
+          checkpoint.load_params(workdir, item="ema"))
 
 
 def _run(workdir, *extra, timeout=300):
@@ -61,11 +73,11 @@ def _wait_for(predicate, proc, what, timeout=240):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  """Params of an uninterrupted 300-step run."""
+  """Params and EMA of an uninterrupted 300-step run."""
   workdir = str(tmp_path_factory.mktemp("reference"))
   out = _run(workdir, "--config.ckpt_steps=100")
   assert out.returncode == 0, out.stderr[-3000:]
-  return workdir, checkpoint.load_params(workdir)
+  return workdir, _params_and_ema(workdir)
 
 
 @same_worker
@@ -103,7 +115,7 @@ def test_sigterm_saves_the_step_in_flight_and_resumes_exactly(reference,
   out = _run(workdir, no_ckpt)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"Resumed from {workdir}/checkpoints/{steps[0]}" in out.stdout
-  _assert_trees_close(checkpoint.load_params(workdir), reference[1],
+  _assert_trees_close(_params_and_ema(workdir), reference[1],
                       rtol=1e-5, atol=1e-6)
   assert _logged_steps(workdir) == list(range(10, 301, 10))
 
@@ -124,7 +136,7 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(reference,
   out = _run(workdir, *extra)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Resumed from" in out.stdout
-  _assert_trees_close(checkpoint.load_params(workdir), reference[1],
+  _assert_trees_close(_params_and_ema(workdir), reference[1],
                       rtol=1e-5, atol=1e-6)
   # Records logged after the last checkpoint by the killed run are dropped.
   assert _logged_steps(workdir) == list(range(10, 301, 10))
@@ -201,8 +213,8 @@ def test_two_processes_sigterm_to_one_agree_on_the_step(tmp_path):
   procs = _start(_distributed_cmds(workdir, _free_port()))
   for p, (_, err) in zip(procs, _finish(procs)):
     assert p.returncode == 0, err[-3000:]
-  _assert_trees_close(checkpoint.load_params(workdir),
-                      checkpoint.load_params(ref), rtol=1e-5, atol=1e-6)
+  _assert_trees_close(_params_and_ema(workdir), _params_and_ema(ref),
+                      rtol=1e-5, atol=1e-6)
   assert _logged_steps(workdir) == list(range(10, 101, 10))
 
 

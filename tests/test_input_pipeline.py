@@ -5,6 +5,7 @@ import itertools
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from big_vision_like import input_pipeline as ip
 from big_vision_like.datasets import core
@@ -85,7 +86,9 @@ def test_processes_see_disjoint_shares(source):
 
 
 def test_cache_raw_gives_the_same_batches(source):
-  _assert_same(_train(source, 14), _train(source, 14, cache_raw=True))
+  kw = dict(split="train+validation")  # Two files; epochs of 14.37 steps.
+  _assert_same(_train(source, 16, **kw),
+               _train(source, 16, cache_raw=True, **kw))
 
 
 def test_batch_size_must_divide(source):
@@ -272,3 +275,118 @@ def test_pp_cached_batched_equals_per_example(monkeypatch):
     ip.make_train_dataset([("bvl_digits", "train", 1)], pp="",
                           pp_cached_batched="lower", **{
                               k: v for k, v in kw.items() if k != "pp"})
+
+
+# Blocks and windows (see the module docstring): small ones, so that an
+# epoch of validation (180 examples) has 23 blocks of <= 8 in 6 windows.
+SMALL = dict(block_size=8, shuffle_buffer_size=32)
+
+
+def _ids(batches):
+  return np.concatenate([b["id"] for b in batches])
+
+
+def test_resume_mid_window_and_across_epochs(source):
+  # Batches of 10: windows end every ~3 steps, epochs after 18 steps.
+  kw = dict(split="validation", global_batch_size=10, **SMALL)
+  fresh = _train(source, 31, **kw)
+  for start_step in (3, 17, 29):  # Mid-window, across epochs, epoch 2.
+    _assert_same(fresh[start_step:start_step + 2],
+                 _train(source, 2, start_step=start_step, **kw))
+
+
+def test_each_epoch_holds_each_example_once_in_new_block_order(source):
+  batches = _train(source, 54, split="validation", global_batch_size=10,
+                   pp="keep('id')", **SMALL)
+  epochs = _ids(batches).reshape(3, 180)
+  for epoch in epochs:
+    assert sorted(epoch) == sorted(_split_ids(source, "validation"))
+  assert not np.array_equal(epochs[0], epochs[1])
+  assert not np.array_equal(epochs[1], epochs[2])
+
+
+def _disk_positions(source, split, ids):
+  order = [e["id"] for e in source.get_tfdata(
+      split, process_index=0, process_count=1,
+      drop_remainder=False).as_numpy_iterator()]
+  where = {i: p for p, i in enumerate(order)}
+  return np.array([where[i] for i in ids], np.float64)
+
+
+def _shuffle_correlations(positions):
+  """corr(epoch place, disk position), corr(consecutive disk positions)."""
+  places = np.arange(len(positions))
+  return (np.corrcoef(places, positions)[0, 1],
+          np.corrcoef(positions[:-1], positions[1:])[0, 1])
+
+
+def test_shuffle_quality(source):
+  # 1257 examples in 158 blocks of <= 8, windows of 32 blocks: the epoch
+  # order does not follow the disk order, and neighbours are unrelated.
+  kw = dict(global_batch_size=419, pp="keep('id')", block_size=8,
+            shuffle_buffer_size=256)
+  positions = _disk_positions(source, "train", _ids(_train(source, 3, **kw)))
+  assert sorted(positions) == list(range(1257))
+  trend, lag1 = _shuffle_correlations(positions)
+  assert abs(trend) < 0.1 and abs(lag1) < 0.1, (trend, lag1)
+  # One block (a sequential read behind a buffer) follows the disk order.
+  one_block = _train(source, 3, **{**kw, "block_size": 2000})
+  trend, _ = _shuffle_correlations(
+      _disk_positions(source, "train", _ids(one_block)))
+  assert trend > 0.8
+
+
+def test_resume_with_small_blocks_on_two_processes(source):
+  kw = dict(process_index=1, process_count=2, global_batch_size=40,
+            pp="keep('id')", **SMALL)
+  fresh = _train(source, 40, **kw)  # Epochs of 628 // 20 = 31.4 steps.
+  for start_step in (5, 31, 33):
+    _assert_same(fresh[start_step:start_step + 3],
+                 _train(source, 3, start_step=start_step, **kw))
+
+
+def test_mixture_resumes_with_small_blocks_on_two_processes(source):
+  kw = dict(split=None, pp="keep('id', 'src')", global_batch_size=20,
+            process_index=0, process_count=2, **SMALL)
+  fresh = _train(_mixture(source, (1, 2)), 29, **kw)
+  for start_step in (13, 27):  # Validation's epoch (90) ends near 13.
+    _assert_same(fresh[start_step:start_step + 2],
+                 _train(_mixture(source, (1, 2)), 2, start_step=start_step,
+                        **kw))
+
+
+class _CountingSource:
+  """A `BlockDataSource` of ids 0..n-1 that counts the records it reads."""
+
+  def __init__(self, n):
+    self.n = n
+    self.reads = tf.Variable(0, dtype=tf.int64)
+
+  def num_examples_per_process(self, split, *, process_count,
+                               drop_remainder):
+    del split, drop_remainder
+    return [self.n // process_count] * process_count
+
+  def get_blocks(self, split, *, process_index, process_count,
+                 drop_remainder, block_size):
+    del split, process_index, process_count, drop_remainder
+    _, start, size = core.cut([self.n], block_size)
+
+    def read(spec):
+      ids = tf.data.Dataset.range(spec["start"], spec["start"] + spec["size"])
+      return ids.map(lambda i: {"id": i + self.reads.assign_add(1) * 0})
+
+    return core.Blocks({"start": start, "size": size}, size, read)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.97])
+def test_resume_reads_one_window_wherever_it_starts(fraction):
+  counting = _CountingSource(100_000)
+  start = int(fraction * 100_000)
+  ds, load = ip._example_stream(
+      counting, "train", shuffle_key=ip._derive(0, 1), start=start,
+      process_index=0, process_count=1, shuffle_buffer_size=1000,
+      block_size=100, cache_raw=False)
+  assert load is None
+  next(iter(ds))
+  assert 0 < counting.reads.numpy() <= 1000  # One window of 10 blocks.

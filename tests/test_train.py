@@ -158,9 +158,9 @@ def _env(devices=1):
   return env
 
 
-def _cmd(workdir, *extra):
+def _cmd(workdir, *extra, arg="short,tune"):
   return [sys.executable, "-m", "big_vision_like.train",
-          f"--config={CONFIG}:short,tune", f"--workdir={workdir}",
+          f"--config={CONFIG}:{arg}", f"--workdir={workdir}",
           "--config.input.batch_size=32", "--config.model.width=16",
           "--config.model.depth=1", "--config.model.mlp_dim=32",
           "--config.model.num_heads=2", *extra]

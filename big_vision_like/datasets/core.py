@@ -20,6 +20,14 @@ A source may also read lazily (`LazyDataSource`): `get_records` gives cheap
 records (e.g. file names) and `load(record)` the full feature dict, so the
 training pipeline can shuffle and skip records before reading any file.
 
+A source may also read its share in blocks (`BlockDataSource`): `get_blocks`
+cuts it into `Blocks` of at most `block_size` consecutive examples, each
+readable on its own (a TFDS TFRecord shard from a record on: the skipped
+records are seeked over, not parsed), so the training pipeline reads the
+blocks in a seeded random order and resumes by reading one window of blocks
+(see `input_pipeline`). `dataset_blocks` cuts any dataset (reading block `b`
+then costs skipping the examples before it).
+
 Built-in TFDS builders (those defined in this package, e.g. `bvl_digits`) are
 prepared on first use, offline, into `data_dir`, else `$BVL_DATA_DIR`, else
 the TFDS default data dir. Other TFDS datasets must already be prepared
@@ -28,14 +36,16 @@ the TFDS default data dir. Other TFDS datasets must already be prepared
 
 import collections
 import contextlib
+import dataclasses
 import difflib
 import functools
 import io
 import os
 import threading
 import time
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -77,6 +87,69 @@ class LazyDataSource(DataSource, Protocol):
 
   def load(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """The raw feature dict of a record (a tf function, usable in map)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks:
+  """A process's share of a split, cut into blocks that read independently.
+
+  Attributes:
+    specs: what locates each block, a dict of numpy arrays [num_blocks]
+      (e.g. file name, first record, number of records).
+    sizes: int64 numpy array [num_blocks], the examples of each block; the
+      blocks hold the share's examples, each once (in storage order, which
+      may differ from `get_tfdata`'s: TFDS interleaves its files).
+    read: a tf function of one block's specs (a dict of scalar tensors) to a
+      `tf.data.Dataset` of its `sizes[b]` records, in order.
+    load: None, or a tf function record -> raw feature dict, which the
+      pipeline maps after shuffling (e.g. parsing a serialized example).
+  """
+  specs: dict[str, np.ndarray]
+  sizes: np.ndarray
+  read: Callable[[dict[str, tf.Tensor]], tf.data.Dataset]
+  load: Callable[[Any], dict[str, tf.Tensor]] | None = None
+
+
+class BlockDataSource(DataSource, Protocol):
+  """A `DataSource` whose shares read block by block (`Blocks`)."""
+
+  def get_blocks(self, split: str, *, process_index: int, process_count: int,
+                 drop_remainder: bool, block_size: int) -> Blocks | None:
+    """This process's share in blocks of <= block_size, or None if it can't."""
+
+
+def cut(lengths, block_size):
+  """Cuts consecutive pieces of `lengths` examples into blocks.
+
+  Args:
+    lengths: the examples of each piece (e.g. the records read of each file).
+    block_size: the most examples of a block (> 0).
+
+  Returns:
+    (piece, offset, size): int64 arrays [num_blocks], the piece of each
+    block, its first example in the piece, and its examples; no block is
+    empty or spans two pieces.
+  """
+  if block_size < 1:
+    raise ValueError(f"block_size={block_size} must be >= 1.")
+  lengths = np.asarray(lengths, np.int64)
+  counts = -(-lengths // block_size)  # Blocks per piece (ceil).
+  piece = np.repeat(np.arange(len(lengths)), counts)
+  first = np.repeat(np.cumsum(counts) - counts, counts)
+  offset = (np.arange(len(piece)) - first) * block_size
+  return piece, offset, np.minimum(block_size, lengths[piece] - offset)
+
+
+def dataset_blocks(ds, num_examples, block_size):
+  """`Blocks` of the finite dataset `ds` of `num_examples` examples.
+
+  Block `b` reads `ds.skip(start).take(size)`: cheap where the dataset skips
+  cheaply (in-memory slices, TFRecord files), else as costly as reading the
+  examples before the block.
+  """
+  _, start, size = cut([num_examples], block_size)
+  return Blocks(specs={"start": start, "size": size}, sizes=size,
+                read=lambda spec: ds.skip(spec["start"]).take(spec["size"]))
 
 
 def _is_builtin(name):
@@ -173,6 +246,13 @@ class TfdsSource:
     self.name = name
     self.builder = get_builder(name, data_dir)
 
+  @classmethod
+  def from_builder(cls, builder):
+    """The source of a prepared `tfds.core.DatasetBuilder` instance."""
+    source = cls.__new__(cls)
+    source.name, source.builder = builder.info.full_name, builder
+    return source
+
   def num_examples(self, split):
     """Number of examples of `split` (TFDS split syntax, e.g. "a+b[:10%]")."""
     with self._naming_split(split):
@@ -203,15 +283,19 @@ class TfdsSource:
       raise ValueError(f"Bad split {split!r} of TFDS dataset {self.name!r}: "
                        f"{detail}") from None
 
-  def get_tfdata(self, split, *, process_index, process_count,
-                 drop_remainder):
-    """This process's share of `split`, raw feature dicts in a fixed order."""
+  def _share(self, split, process_index, process_count, drop_remainder):
+    """The TFDS split of process `process_index`'s share of `split`."""
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index={process_index} is not in "
                        f"[0, process_count={process_count}).")
     with self._naming_split(split):
-      share = tfds.even_splits(split, n=process_count,
-                               drop_remainder=drop_remainder)[process_index]
+      return tfds.even_splits(split, n=process_count,
+                              drop_remainder=drop_remainder)[process_index]
+
+  def get_tfdata(self, split, *, process_index, process_count,
+                 drop_remainder):
+    """This process's share of `split`, raw feature dicts in a fixed order."""
+    share = self._share(split, process_index, process_count, drop_remainder)
     options = tf.data.Options()
     options.deterministic = True
     read_config = tfds.ReadConfig(options=options, try_autocache=False,
@@ -219,6 +303,35 @@ class TfdsSource:
     return self.builder.as_dataset(
         split=share, shuffle_files=False, read_config=read_config,
         decoders=self._skip_image_decoding())
+
+  def get_blocks(self, split, *, process_index, process_count,
+                 drop_remainder, block_size):
+    """This process's share of `split` as `Blocks` of serialized examples.
+
+    Blocks are runs of <= `block_size` records of one TFRecord shard: a
+    block reads its file from its first record on (TFRecord readers seek
+    over the records before it without parsing them), and `load` parses and
+    decodes (images left encoded) like `get_tfdata`. Returns None for data
+    that is not in TFRecord files (e.g. ArrayRecord).
+    """
+    share = self._share(split, process_index, process_count, drop_remainder)
+    with self._naming_split(split):
+      infos = [self.builder.info.splits[s] for s in _split_names(split)]
+      if (self.builder.info.file_format != tfds.core.FileFormat.TFRECORD
+          or any(i.filename_template is None for i in infos)):
+        return None
+      files = self.builder.info.splits[share].file_instructions
+    piece, offset, size = cut([f.take for f in files], block_size)
+    skips = np.array([f.skip for f in files], np.int64)
+    specs = {"file": np.array([f.filename for f in files], object)[piece],
+             "skip": skips[piece] + offset, "take": size}
+    features = self.builder.info.features
+    decoders = self._skip_image_decoding()
+    return Blocks(
+        specs=specs, sizes=size,
+        read=lambda b: tf.data.TFRecordDataset(b["file"]).skip(
+            b["skip"]).take(b["take"]),
+        load=lambda r: features.deserialize_example(r, decoders=decoders))
 
   def _skip_image_decoding(self):
     features = self.builder.info.features

@@ -320,7 +320,8 @@ def _set_path(tree, path, value):
   return {**tree, path[0]: _set_path(tree[path[0]], path[1:], value)}
 
 
-def load_into(init_params, path_or_tree, *, dont_load=(), model=None):
+def load_into(init_params, path_or_tree, *, dont_load=(), model=None,
+              item="params"):
   """Loads a checkpoint into a model's params, adapting it where it can.
 
   On top of `merge_params`: encoders stored scanned (`encoderblock` with a
@@ -338,6 +339,8 @@ def load_into(init_params, path_or_tree, *, dont_load=(), model=None):
       "vit" (the root), "two_towers" ("img"), another name (no ViT). None:
       every subtree shaped like a ViT (`embedding/kernel` of rank 4 next to
       a `pos_embedding`) has its `pos_embedding` resampled.
+    item: "params", or "ema" to load the weight EMA of an orbax checkpoint
+      (`checkpoint.load_params`); e.g. `config.model_load.item = "ema"`.
 
   Returns:
     A tree with `init_params`' structure.
@@ -348,7 +351,7 @@ def load_into(init_params, path_or_tree, *, dont_load=(), model=None):
     # Imported here: checkpoint pulls in orbax, which models don't need.
     from big_vision_like import checkpoint  # pylint: disable=C0415
     where = os.fspath(path_or_tree)
-    loaded = checkpoint.load_params(where)
+    loaded = checkpoint.load_params(where, item=item)
   loaded = _convert_layouts(loaded, init_params)
   loaded = _resample_posembs(loaded, init_params,
                              _vit_paths(init_params, model))

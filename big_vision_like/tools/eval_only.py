@@ -44,6 +44,8 @@ def load_state(workdir, params_path, config, mesh):
                               "--params.")
     params = ckpt_lib.load_params(workdir)
   state = {"params": params}
+  if config.ema is not None:  # Evaluators with pred_params="ema" read it.
+    state["ema"] = ckpt_lib.load_params(params_path or workdir, item="ema")
   shardings = sharding.infer_shardings(state, config.sharding_rules, mesh)
   state = jax.device_put(state, shardings)
   state["step"] = jax.numpy.asarray(step, jax.numpy.int32)

@@ -82,8 +82,15 @@ def _fake_as_dataset(self, split, decoders=None, read_config=None, **kw):
 
 
 @pytest.fixture(name="mock_tfds")
-def _mock_tfds(tmp_path):
-  """mock(name) -> data_dir: `name` is readable from it while mocked."""
+def _mock_tfds(tmp_path, monkeypatch):
+  """mock(name) -> data_dir: `name` is readable from it while mocked.
+
+  The mock replaces `as_dataset` and writes no shard files, so training
+  reads the mocked `get_tfdata` in blocks (`datasets.core.dataset_blocks`)
+  instead of reading the TFRecord shards directly (`get_blocks`).
+  """
+  monkeypatch.setattr(core.TfdsSource, "get_blocks",
+                      lambda self, *args, **kwargs: None)
   with tfds.testing.mock_data(num_examples=NUM, data_dir=str(tmp_path),
                               policy=tfds.testing.MockPolicy.USE_FILES,
                               as_dataset_fn=_fake_as_dataset):

@@ -25,6 +25,8 @@ def _evals():
   return {
       "val": dict(type="classification", data=digits("validation"),
                   pp_fn=PP, log_steps=6),
+      "val_ema": dict(type="classification", data=digits("validation"),
+                      pp_fn=PP, pred_params="ema"),
       "fewshot": dict(type="fewshot", pp_fn=PP, label_key="labels",
                       shots=(1, 5), seeds=(0,), batch_size=64,
                       datasets={"digits": ("bvl_digits", "train",
@@ -36,9 +38,11 @@ def _evals():
 
 
 def _config():
-  """The trainer tests' tiny digits ViT, 3 steps, evaluated at the end."""
-  cfg = tiny_config(total_steps=3, ckpt_steps=None)
+  """The trainer tests' tiny digits ViT, 3 steps, evaluated at the end;
+  with a weight EMA and its evaluator."""
+  cfg = tiny_config("short,tune,ema=0.5", total_steps=3, ckpt_steps=None)
   cfg.evals.validation.log_steps = None  # Only at the end.
+  cfg.evals.validation_ema.log_steps = None
   return cfg
 
 
@@ -55,8 +59,10 @@ def test_eval_only_matches_the_trainers_eval(workdir):
   cfg.evals = _evals()
   step, res = eval_only.evaluate(cfg, path)
   assert step == 3
-  assert res["val/prec@1"] == pytest.approx(trained["validation/prec@1"],
-                                            abs=1e-6)
+  for name in ("", "_ema"):
+    assert res[f"val{name}/loss"] == pytest.approx(
+        trained[f"validation{name}/loss"], rel=1e-5)
+  assert res["val_ema/loss"] != res["val/loss"]
   for key in ("fewshot/digits_1shot", "fewshot/mean_5shot"):
     assert 0 <= res[key] <= 1, key
   assert res["preds/num_examples"] == 180
