@@ -1,4 +1,5 @@
-"""Shared test set-up: 8 simulated CPU devices, quiet TF, a session data dir.
+"""Shared test set-up: 8 simulated CPU devices, fast compiles, quiet TF, a
+session data dir.
 
 Tests run on 8 simulated devices so every sharded path is exercised; tests
 that need another device count (1 device, several processes) start their own
@@ -12,6 +13,13 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
                                                                   ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8")
+
+# Tests compile hundreds of tiny programs and run each a few times: LLVM's
+# -O0 backend roughly halves XLA:CPU compile time, and the subprocesses the
+# tests start inherit it. `BVL_TEST_XLA_OPT=1` keeps the default.
+if (os.environ.get("BVL_TEST_XLA_OPT") != "1" and
+    "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]):
+  os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -32,6 +32,14 @@ def load(name, arg=None):
   return module.get_config(arg)
 
 
+def load_small(name, arg):
+  """The config with one block per tower: what these tests check does not
+  depend on depth, and compiling (most of their time) does."""
+  cfg = load(name, arg)
+  cfg.model.image.depth = cfg.model.text.depth = 1
+  return cfg
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_builds_and_passes_the_key_check(path):
   name = os.path.basename(path)[:-3]
@@ -43,7 +51,7 @@ def test_config_builds_and_passes_the_key_check(path):
 
 @pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
 def test_swapping_the_contrastive_loss_is_one_word(tmp_path, loss):
-  cfg = load("siglip_shapes", f"short,loss={loss}")
+  cfg = load_small("siglip_shapes", f"short,loss={loss}")
   cfg.input.data = dict(name="bvl_shapes/small", split="train")
   for ev in cfg.evals.values():
     ev.data = dict(name="bvl_shapes/small", split="test")
@@ -66,7 +74,7 @@ def _lit(tmp_path, arg, name, **overrides):
 
   Weight decay is off, so any change of a parameter is a gradient update.
   """
-  cfg = load("lit_shapes", f"short,{arg}")
+  cfg = load_small("lit_shapes", f"short,{arg}")
   cfg.input.data = dict(name="bvl_shapes/small", split="train")
   cfg.evals = {}
   cfg.wd = 0.0
@@ -89,7 +97,7 @@ def _lit_and_initial(tmp_path, arg):
 
 
 def test_lit_locks_the_image_tower(tmp_path):
-  pre = load("siglip_shapes", "short")
+  pre = load_small("siglip_shapes", "short")
   pre.input.data = dict(name="bvl_shapes/small", split="train")
   pre.evals = {}
   pretrained, _ = train.train_and_evaluate(pre, str(tmp_path / "pre"))
@@ -121,7 +129,7 @@ def _classifier_npz(path, image_kw, num_classes=24):
 
 @pytest.mark.parametrize("img_head", ["none", "train"])
 def test_lit_from_a_classifier_locks_what_it_loads(tmp_path, img_head):
-  image_kw = load("lit_shapes", "short").model.image.to_dict()
+  image_kw = load_small("lit_shapes", "short").model.image.to_dict()
   npz = tmp_path / "vit.npz"
   classifier = _classifier_npz(npz, image_kw)
   body = {f"img/{k}": v for k, v in classifier.items()

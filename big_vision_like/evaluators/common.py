@@ -195,7 +195,7 @@ def check_inputs(evaluators, train_state):
       resolution than the model was initialised at).
   """
   for ev in evaluators:
-    if ev.params not in train_state:
+    if isinstance(train_state, dict) and ev.params not in train_state:
       hint = " (set config.ema)" if ev.params == "ema" else ""
       raise KeyError(f"config.evals.{ev.name}.pred_params={ev.params!r} is "
                      f"not in the train state{hint}; it has "
