@@ -221,17 +221,20 @@ def _first_of(metrics, keys):
 
 
 def format_line(step, total_steps, metrics):
-  """One console line: step/total, loss, lr, examples/s/device and ETA.
+  """One console line: step/total, loss, lr, examples/s/device, MFU, memory
+  and ETA.
 
   Args:
     step: the current step.
     total_steps: training length.
     metrics: a dict; the keys `loss` (or `train/loss`, `training_loss`), `lr`
-      (or `train/lr`), `examples_per_sec_per_device` and `eta_sec` are shown
-      when present.
+      (or `train/lr`), `examples_per_sec_per_device`, `mfu`,
+      `memory/peak_bytes_in_use_max` (with `memory/bytes_limit_min`) and
+      `eta_sec` are shown when present.
 
   Returns:
-    E.g. "[  100/1000] loss=2.3026 lr=1.00e-03 ex/s/dev=512.0 eta=0:01:23".
+    E.g. "[  100/1000] loss=2.3026 lr=1.00e-03 ex/s/dev=512.0 mfu=41.2%
+    mem=12.3/80GiB eta=0:01:23".
   """
   width = len(str(total_steps))
   parts = [f"[{step:>{width}}/{total_steps}]"]
@@ -244,6 +247,13 @@ def format_line(step, total_steps, metrics):
   speed = metrics.get("examples_per_sec_per_device")
   if speed is not None:
     parts.append(f"ex/s/dev={float(speed):.1f}")
+  if metrics.get("mfu") is not None:
+    parts.append(f"mfu={100 * float(metrics['mfu']):.1f}%")
+  peak = metrics.get("memory/peak_bytes_in_use_max")
+  if peak is not None:
+    limit = metrics.get("memory/bytes_limit_min")
+    parts.append(f"mem={peak / 2**30:.1f}" +
+                 (f"/{limit / 2**30:.0f}" if limit else "") + "GiB")
   if "eta_sec" in metrics:
     parts.append(f"eta={format_duration(metrics['eta_sec'])}")
   return " ".join(parts)

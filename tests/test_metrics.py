@@ -82,6 +82,10 @@ def test_format_line():
   assert metrics.format_line(5, 10, {}) == "[ 5/10]"
   assert metrics.format_line(5, 10, {"train/loss": 1.0, "train/lr": 0.5}) == (
       "[ 5/10] loss=1.0000 lr=5.00e-01")
+  assert metrics.format_line(5, 10, {
+      "mfu": 0.4123, "memory/peak_bytes_in_use_max": 12.3 * 2**30,
+      "memory/bytes_limit_min": 80 * 2**30}) == (
+          "[ 5/10] mfu=41.2% mem=12.3/80GiB")
 
 
 def test_jsonl_round_trip_and_append(tmp_path):
