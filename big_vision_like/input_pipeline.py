@@ -190,6 +190,7 @@ def num_train_examples(source, split=None):
 
 
 _CACHED_CHUNK = 512  # Examples per call of `pp_cached_batched`.
+_GATHER_CHUNK = 256  # Examples gathered at once from in-memory data.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,12 +299,21 @@ def _table_indices(plan):
   return elements
 
 
+def _flat(x, spec):
+  """An example's feature for the table: as is if its shape is static, else
+  (flat values, shape), so that any shapes batch into one tensor each."""
+  if spec.shape.is_fully_defined():
+    return x
+  return tf.reshape(x, [-1]), tf.shape(x, out_type=tf.int64)
+
+
 def _row(column, i, spec):
-  """Row `i` of a batched (possibly ragged) tensor, shaped as `spec`."""
-  row = column[i] if isinstance(column, tf.RaggedTensor) else tf.gather(
-      column, i)
-  if isinstance(row, tf.RaggedTensor):
-    row = row.to_tensor()
+  """Example `i` of a table column made of `_flat` features."""
+  if spec.shape.is_fully_defined():
+    return tf.gather(column, i)
+  values, shapes = column  # Ragged [n, None] values, [n, rank] shapes.
+  lo, hi = values.row_splits[i], values.row_splits[i + 1]
+  row = tf.reshape(values.flat_values[lo:hi], shapes[i])
   return tf.ensure_shape(row, spec.shape)
 
 
@@ -313,18 +323,30 @@ def _table_stream(ds, num_examples, plan, key, start):
   The same blocks, windows and shuffles as reading `ds`'s blocks from
   storage, so the same examples in the same order; `ds` is read whole at the
   first element, wherever `start` is, and later windows only index it.
+  Features of static shape are gathered a chunk of examples at a time; the
+  others are kept as flat values with their shapes and sliced out.
   """
   spec = ds.element_spec
   dense = all(s.shape.is_fully_defined() for s in tf.nest.flatten(spec))
-  table = (ds.batch(num_examples) if dense
-           else ds.ragged_batch(num_examples)).take(1)
+  leaves = tf.nest.flatten(spec)
+  flat = ds.map(lambda x: tuple(_flat(v, s) for v, s in zip(
+      tf.nest.flatten(x), leaves)), num_parallel_calls=AUTOTUNE,
+                deterministic=True)
+  table = (flat.batch(num_examples) if dense
+           else flat.ragged_batch(num_examples)).take(1)
   indices = _windowed_stream(plan, key, start, _table_indices(plan))
 
   def rows(columns):
-    return indices.map(lambda i: tf.nest.map_structure(
-        lambda c, s: _row(c, i, s), columns, spec))
+    if dense:  # One gather per chunk of indices, not per example.
+      return indices.batch(_GATHER_CHUNK).map(
+          lambda i: tf.nest.pack_sequence_as(
+              spec, [tf.gather(c, i) for c in columns])).unbatch()
+    return indices.map(
+        lambda i: tf.nest.pack_sequence_as(
+            spec, [_row(c, i, s) for c, s in zip(columns, leaves)]),
+        num_parallel_calls=AUTOTUNE, deterministic=True)
 
-  return table.flat_map(rows)
+  return table.flat_map(lambda *columns: rows(columns))
 
 
 def _cached_raw(source, split, kw, blocks, plan, *, cache_raw, pp_cached,
