@@ -192,3 +192,22 @@ def test_ema_is_the_numpy_ema_of_the_params():
 def test_bad_ema_configs_name_the_key(ema, match):
   with pytest.raises((ValueError, KeyError), match=match):
     step_lib.check_ema(ema)
+
+
+def test_mixup_cutmix_and_frozen_params_with_micro_batches():
+  """Mixing acts on the global batch before the split, and locked params
+  stay locked: K=2 still equals K=1, and the frozen embedding never moves."""
+  setup = _setup("vit_digits", "short")
+  params = setup[5]
+  frozen = jax.tree_util.tree_map_with_path(
+      lambda path, _: path[0].key == "embedding", params)
+  kw = dict(mixup={"p": 0.4}, cutmix={"alpha": 1.0}, frozen=frozen)
+  full, _ = _run(setup, 1, **kw)
+  accumulated, _ = _run(setup, 2, **kw)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               accumulated["params"], full["params"])
+  np.testing.assert_array_equal(accumulated["params"]["embedding"]["kernel"],
+                                jax.device_get(params["embedding"]["kernel"]))
+  assert _max_diff(accumulated["params"]["head"],
+                   jax.device_get(params["head"])) > 0
