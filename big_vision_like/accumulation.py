@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_like import config as config_lib
+
 P = jax.sharding.PartitionSpec
 
 
@@ -67,7 +69,7 @@ def check_steps(grad_accum_steps, per_device_batch=None):
   """Raises naming `config.grad_accum_steps` unless it is an integer >= 1
   that divides `per_device_batch` (when given)."""
   k = grad_accum_steps
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+  if not config_lib.is_integer(k) or k < 1:
     raise ValueError(f"config.grad_accum_steps={k!r}: must be an integer "
                      ">= 1.")
   if per_device_batch is not None and per_device_batch % k:

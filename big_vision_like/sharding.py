@@ -62,6 +62,13 @@ def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
+def with_shardings(tree, shardings):
+  """`jax.ShapeDtypeStruct`s of `tree`'s leaves carrying `shardings`."""
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      tree, shardings)
+
+
 def _parse_rule(rule):
   """`"fsdp(axis='data')"` -> ("fsdp", {"axis": "data"})."""
   m = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", rule)

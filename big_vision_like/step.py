@@ -102,10 +102,8 @@ def check_ema(ema):
   if ema is None:
     return None
   ema = dict(ema)
-  unknown = sorted(set(ema) - set(EMA_DEFAULTS))
-  if unknown:
-    raise KeyError(f"config.ema has unknown keys {unknown}; known: "
-                   f"{sorted(EMA_DEFAULTS)}.")
+  config_lib.check_kwargs(ema_update, ema, "config.ema",
+                          skip=("ema", "params", "step"))
   ema = {**EMA_DEFAULTS, **ema}
   decay = ema["decay"]
   if not config_lib.is_finite_number(decay) or not 0 <= decay < 1:

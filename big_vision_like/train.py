@@ -267,12 +267,6 @@ def _ema_init(params):
   return jax.tree.map(lambda p: jnp.array(p, jnp.float32), params)
 
 
-def _with_shardings(abstract, shardings):
-  return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract, shardings)
-
-
 def _initial_state(setup, abstract, shardings, init):
   """Restores the newest good checkpoint, else initialises (or loads) params.
 
@@ -281,7 +275,7 @@ def _initial_state(setup, abstract, shardings, init):
   workdir has no checkpoint at all.
   """
   step, state, meta = setup.ckpt.restore_latest(
-      _with_shardings(abstract, shardings), log=_log_error)
+      sharding.with_shardings(abstract, shardings), log=_log_error)
   if step is not None:
     _log(f"Resumed from {setup.ckpt.directory}/{step} "
          f"({meta['examples_seen']} examples seen).")

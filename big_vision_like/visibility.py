@@ -407,10 +407,7 @@ class Profiler:
     if profile is None:
       return cls(None)
     profile = dict(profile)
-    unknown = sorted(set(profile) - {"first_step", "num_steps"})
-    if unknown:
-      raise KeyError(f"Unknown key(s) {unknown} in config.profile; known: "
-                     "['first_step', 'num_steps'].")
+    config_lib.check_kwargs(cls, profile, "config.profile", skip=("workdir",))
     return cls(workdir, **profile)
 
   def step(self, step):

@@ -186,7 +186,8 @@ def test_ema_is_the_numpy_ema_of_the_params():
 
 @pytest.mark.parametrize("ema,match", [
     ({"decay": 1.0}, r"config.ema.decay=1.0"),
-    ({"decay": 0.9, "evry": 1}, r"unknown keys \['evry'\]"),
+    ({"decay": 0.9, "evry": 1},
+     r"Unknown key\(s\) \['evry'\] in config.ema. Did you mean \['every'\]"),
     ({"decay": 0.9, "every": 0}, r"config.ema.every=0"),
 ])
 def test_bad_ema_configs_name_the_key(ema, match):

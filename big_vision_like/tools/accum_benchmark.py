@@ -52,10 +52,10 @@ def _model():
       out_dim=(768, 768), temperature_init=10.0, bias_init=-10.0))
 
 
-def _abstract(tree, shardings):
-  return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      tree, shardings)
+def _init_params(model):
+  return model.init(jax.random.key(0),
+                    jnp.zeros((1, _RES.value, _RES.value, 3)),
+                    jnp.zeros((1, _LEN.value), jnp.int32))["params"]
 
 
 def compile_step(k, mesh):
@@ -64,10 +64,7 @@ def compile_step(k, mesh):
   batch = {"image": jax.ShapeDtypeStruct((b, _RES.value, _RES.value, 3),
                                          jnp.float32),
            "text": jax.ShapeDtypeStruct((b, _LEN.value), jnp.int32)}
-  params = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, _RES.value,
-                                                       _RES.value, 3)),
-                         jnp.zeros((1, _LEN.value), jnp.int32))["params"])
+  params = jax.eval_shape(lambda: _init_params(model))
   cfg = {"optax_name": "adamw", "lr": 1e-3, "wd": 1e-4,
          "schedule": {"decay_type": "cosine", "warmup_steps": 10}}
   tx, scheds = optim.make_optimizer(cfg, params, total_steps=1000,
@@ -84,20 +81,16 @@ def compile_step(k, mesh):
   jitted = jax.jit(step, in_shardings=(state_sh, batch_sh),
                    out_shardings=(state_sh, sharding.replicated(mesh)),
                    donate_argnums=0)
-  compiled = jitted.lower(_abstract(state, state_sh),
-                          _abstract(batch, jax.tree.map(lambda _: batch_sh,
-                                                        batch))).compile()
-  return compiled, (state, state_sh, batch, batch_sh, params, tx)
+  batch_shs = jax.tree.map(lambda _: batch_sh, batch)
+  compiled = jitted.lower(sharding.with_shardings(state, state_sh),
+                          sharding.with_shardings(batch, batch_shs)).compile()
+  return compiled, (state_sh, batch, batch_sh, tx)
 
 
 def _time(compiled, shapes, steps):
-  state, state_sh, batch, batch_sh, params, tx = shapes
-  del state
+  state_sh, batch, batch_sh, tx = shapes
   model = _model()
-  real = jax.jit(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, _RES.value, _RES.value, 3)),
-      jnp.zeros((1, _LEN.value), jnp.int32))["params"])()
-  del params
+  real = jax.jit(lambda: _init_params(model))()
   state = jax.device_put({"params": real, "opt": tx.init(real),
                           "step": jnp.zeros([], jnp.int32)}, state_sh)
   data = jax.device_put(
