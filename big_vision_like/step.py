@@ -21,7 +21,7 @@ from big_vision_like.registry import MODELS
 
 def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
                     mixup=None, cutmix=None, frozen=None, grad_accum_steps=1,
-                    batch_sharding=None, ema=None):
+                    batch_sharding=None, ema=None, distill=None):
   """The pure train step: (state, batch) -> (new state, metrics).
 
   Args:
@@ -40,6 +40,9 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
     batch_sharding: the batch's sharding (how micro-batches are cut).
     ema: None or `check_ema` output: the state's "ema" params follow
       `ema <- decay * ema + (1 - decay) * params` every `every` steps.
+    distill: None or a `distill.Distill`: the frozen teacher (the state's
+      "teacher" params) runs on each (micro-)batch the student sees, and its
+      loss joins `loss_fn` (see `distill.py`).
   """
   mixing = mixup is not None or cutmix is not None
   if mixing:  # Imported here: the pp package needs TensorFlow.
@@ -52,7 +55,8 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
         raise ValueError(f"config.{name}: {e}") from None
   k = grad_accum_steps
   accumulation.check_steps(k)
-  example_mean = accumulation.is_example_mean(loss_fn)
+  example_mean = accumulation.is_example_mean(loss_fn) and (
+      distill is None or distill.example_mean)
 
   def forward(params, batch, rng):
     if frozen is not None:
@@ -62,16 +66,20 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
     return model.apply({"params": params}, *inputs, train=True,
                        rngs={"dropout": rng})
 
-  def objective(params, batch, rng):
-    return loss_fn(forward(params, batch, rng), batch)
+  def gradients(params, batch, rng, teacher):
+    fwd, loss = forward, loss_fn
+    if distill is not None:  # The teacher's params: a constant of the grad.
+      fwd, loss = distill.wrap(forward, loss_fn, teacher)
 
-  def gradients(params, batch, rng):
+    def objective(p, b, r):
+      return loss(fwd(p, b, r), b)
+
     if k == 1:
       return jax.value_and_grad(objective, has_aux=True)(params, batch, rng)
     if example_mean:
       return accumulation.mean_grads(objective, params, batch, rng, k,
                                      batch_sharding)
-    return accumulation.cached_grads(forward, loss_fn, params, batch, rng, k,
+    return accumulation.cached_grads(fwd, loss, params, batch, rng, k,
                                      batch_sharding)
 
   def train_step(state, batch):
@@ -80,7 +88,8 @@ def make_train_step(model, loss_fn, tx, sched_fn, *, model_inputs, seed,
         jax.random.fold_in(jax.random.key(seed), step))
     if mixing:
       batch = device_ops.apply_mix(rng_mix, batch, mixup=mixup, cutmix=cutmix)
-    (loss, aux), grads = gradients(state["params"], batch, rng)
+    teacher = state[distill.KEY] if distill is not None else None
+    (loss, aux), grads = gradients(state["params"], batch, rng, teacher)
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {"loss": loss, "lr": sched_fn(step),
@@ -134,13 +143,15 @@ def ema_update(ema, params, step, *, decay, every, warmup):
       ema, params)
 
 
-def make_predict_fns(model, model_inputs):
+def make_predict_fns(model, model_inputs, distill=None):
   """The functions evaluators choose from by name (`config.evals.x.pred`).
 
   `predict(train_state, batch)` applies the model to the batch's
   `model_inputs`; a key missing from the batch is passed as None, so an
   evaluator embeds images alone with `{"image": ...}` (a two-tower model then
-  returns `(zimg, None, aux)`) or texts alone.
+  returns `(zimg, None, aux)`) or texts alone. With `distill`, `teacher`
+  applies the teacher (the state's "teacher" params), and `distill` returns
+  `(student outputs, teacher outputs)` (`distill_agreement` uses it).
   """
 
   def predict(train_state, batch):
@@ -148,18 +159,24 @@ def make_predict_fns(model, model_inputs):
     return model.apply({"params": train_state["params"]}, *inputs,
                        train=False)
 
-  return {"predict": predict}
+  fns = {"predict": predict}
+  if distill is not None:
+    fns["teacher"] = lambda state, batch: distill.apply(state[distill.KEY],
+                                                        batch)
+    fns["distill"] = lambda state, batch: (predict(state, batch),
+                                           fns["teacher"](state, batch))
+  return fns
 
 
-def build_model(name, kwargs):
-  """The registered model `name` built from `config.model` kwargs."""
+def build_model(name, kwargs, where="config.model"):
+  """The registered model `name` built from the kwargs at `where`."""
   factory = MODELS.get(name)
-  config_lib.check_kwargs(factory, kwargs, "config.model")
+  config_lib.check_kwargs(factory, kwargs, where)
   try:
     model = factory(**kwargs)
   except TypeError as e:  # Factories passing **kw on to a module.
-    raise KeyError(f"config.model (model_name={name!r}): {e}") from None
-  _check_field_types(model, "config.model")
+    raise KeyError(f"{where} (model_name={name!r}): {e}") from None
+  _check_field_types(model, where)
   return model
 
 

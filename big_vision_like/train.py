@@ -30,6 +30,7 @@ import numpy as np
 from big_vision_like import accumulation
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
+from big_vision_like import distill as distill_lib
 from big_vision_like import fs
 from big_vision_like import input_pipeline
 from big_vision_like import metrics as metrics_lib
@@ -73,6 +74,10 @@ DEFAULTS = {
     "model_init": None,
     "model_load": OPEN,  # `models.common.load_into` kwargs, e.g. dont_load.
     "model_inputs": ("image",),  # Batch keys fed to `model.apply`, in order.
+    # Storage dtype of the trained params ("float32" or "bfloat16"): halves
+    # params, gradients and (unless config.optax sets its dtype) the
+    # optimizer state; the matmul dtype is the model's `dtype_mm`.
+    "param_dtype": "float32",
     "loss": "softmax_xent",
     "loss_kw": OPEN,
     # K > 1: each step's gradient from K micro-batches (exact; see
@@ -81,6 +86,9 @@ DEFAULTS = {
     # E.g. dict(decay=0.9999, every=1, warmup=False): an exponential moving
     # average of the params, state["ema"]; evaluators with pred_params="ema".
     "ema": None,
+    # dict(teacher=dict(model_name=, model=, init=), loss=, loss_kw=,
+    # weight=, task_weight=): distill from a frozen teacher (distill.py).
+    "distill": None,
     "mixup": None,  # E.g. dict(p=0.2): mixup on device in the train step.
     "cutmix": None,  # E.g. dict(alpha=1.0); with mixup, one per step.
     "mesh": (("data", -1),),
@@ -192,6 +200,7 @@ class _Setup:
                             "config.model_load",
                             skip=("init_params", "path_or_tree"))
     self.loss_fn = step_lib.build_loss(config.loss, config.loss_kw, self.mesh)
+    self.distill = distill_lib.from_config(config.distill, config.model_inputs)
     self.pp_fn = pp_builder.get_preprocess_fn(config.input.pp)
     self.profiler = visibility.Profiler.from_config(workdir, config.profile)
     self.peak_flops = visibility.peak_flops_per_device(
@@ -238,8 +247,9 @@ class _Setup:
     inputs = self.example_inputs()
 
     def init_params(rng):
-      return self.model.init({"params": rng, "dropout": rng}, *inputs,
-                             train=False)["params"]
+      return cast_params(self.model.init({"params": rng, "dropout": rng},
+                                         *inputs, train=False)["params"],
+                         self.config.param_dtype)
 
     params = jax.eval_shape(init_params, jax.random.key(self.config.seed))
     tx, sched_fns = optim.make_optimizer(
@@ -253,13 +263,28 @@ class _Setup:
       return state
 
     abstract = jax.eval_shape(make_state, params)
+    abstract = distill_lib.add_abstract(  # The teacher, not checkpointed.
+        self.distill, abstract, dict(zip(self.config.model_inputs, inputs)))
     shardings = sharding.infer_shardings(abstract, self.config.sharding_rules,
                                          self.mesh)
     init = jax.jit(lambda rng: make_state(init_params(rng)),
-                   out_shardings=shardings)
+                   out_shardings=distill_lib.without_teacher(shardings))
     self.frozen = optim.frozen_mask(self.config, params)
     optim.check_locked_are_loaded(self.config, self.frozen)
     return abstract, shardings, init, tx, sched_fns[0][1]
+
+
+PARAM_DTYPES = ("float32", "bfloat16")
+
+
+def cast_params(params, dtype):
+  """The floating-point params stored in `dtype` (`config.param_dtype`)."""
+  if dtype not in PARAM_DTYPES:
+    raise ValueError(f"config.param_dtype={dtype!r}; expected one of "
+                     f"{PARAM_DTYPES}.")
+  return jax.tree.map(
+      lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
+      else p, params)
 
 
 def _ema_init(params):
@@ -274,12 +299,15 @@ def _initial_state(setup, abstract, shardings, init):
   (`Checkpointer.restore_latest`); training starts from scratch only when the
   workdir has no checkpoint at all.
   """
-  step, state, meta = setup.ckpt.restore_latest(
-      sharding.with_shardings(abstract, shardings), log=_log_error)
+  teacher = distill_lib.load_teacher(setup.distill, abstract, shardings, _log)
+  step, state, meta = setup.ckpt.restore_latest(distill_lib.without_teacher(
+      sharding.with_shardings(abstract, shardings)), log=_log_error)
   if step is not None:
+    distill_lib.check_resume(setup.distill, meta,
+                             f"{setup.ckpt.directory}/{step}")
     _log(f"Resumed from {setup.ckpt.directory}/{step} "
          f"({meta['examples_seen']} examples seen).")
-    return state
+    return {**state, **teacher}
   state = init(jax.random.key(setup.config.seed))
   if setup.config.model_init:
     state["params"] = _load_init(setup.config, state["params"],
@@ -287,7 +315,7 @@ def _initial_state(setup, abstract, shardings, init):
     if "ema" in state:  # The EMA starts from the loaded params.
       state["ema"] = jax.jit(_ema_init, out_shardings=shardings["ema"])(
           state["params"])
-  return state
+  return {**state, **teacher}
 
 
 def _load_init(config, params, shardings):
@@ -297,11 +325,13 @@ def _load_init(config, params, shardings):
   where they are, and each loaded array is put on the devices shard by shard
   (no host copy of the whole init, which FSDP may spread over hosts).
   """
-  params = _load_init_values(config, params)
-  return jax.tree.map(
-      lambda x, s: x if isinstance(x, jax.Array) else
-      jax.make_array_from_callback(np.shape(x), s, lambda idx: x[idx]),
-      params, shardings)
+  def put(x, init, s):  # In the dtype of the init (config.param_dtype).
+    if isinstance(x, jax.Array):
+      return x if x.dtype == init.dtype else x.astype(init.dtype)
+    x = np.asarray(x).astype(init.dtype)
+    return jax.make_array_from_callback(np.shape(x), s, lambda idx: x[idx])
+  return jax.tree.map(put, _load_init_values(config, params), params,
+                      shardings)
 
 
 def _load_init_values(config, params):
@@ -383,12 +413,14 @@ def _train_and_evaluate(setup, workdir):
           model_inputs=config.model_inputs, seed=config.seed,
           mixup=config.mixup, cutmix=config.cutmix, frozen=setup.frozen,
           grad_accum_steps=config.grad_accum_steps,
-          batch_sharding=setup.batch_sharding, ema=setup.ema),
+          batch_sharding=setup.batch_sharding, ema=setup.ema,
+          distill=setup.distill),
       in_shardings=(shardings, setup.batch_sharding),
       out_shardings=(shardings, sharding.replicated(setup.mesh)),
       donate_argnums=0)
   evals = evaluators.build_evaluators(
-      config.evals, step_lib.make_predict_fns(setup.model, config.model_inputs),
+      config.evals, step_lib.make_predict_fns(setup.model, config.model_inputs,
+                                              setup.distill),
       mesh=setup.mesh, batch_size=setup.batch_size, total_steps=total,
       data_size=setup.data_size, default_log_steps=config.log_eval_steps,
       workdir=workdir)
@@ -453,9 +485,10 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
       if (stop or step == total
           or (config.ckpt_steps and step % config.ckpt_steps == 0)):
         watch.check()
-        setup.ckpt.save(step, state, {
+        setup.ckpt.save(step, distill_lib.without_teacher(state), {
             "step": step, "examples_seen": step * setup.batch_size,
-            "config": config.to_json()})
+            "config": config.to_json(),
+            **distill_lib.checkpoint_meta(setup.distill)})
       if stop:
         setup.ckpt.wait()
         e = preemption_lib.Preempted(step, preempt.signum,

@@ -31,7 +31,7 @@ from big_vision_like import config as config_lib
 def get_config(arg=None):
   """The digits ViT config; `arg` may be `short` for a smoke run."""
   arg = config_lib.parse_arg(arg, short=False, tune=False, ema=0.0,
-                             grad_accum=1)
+                             grad_accum=1, bf16=False)
   c = config_lib.ml_collections.ConfigDict()
   c.seed = 0
   c.total_steps = 20 if arg.short else 1500
@@ -53,6 +53,10 @@ def get_config(arg=None):
   c.model = dict(num_classes=10, patch_size=(4, 4), width=64, depth=4,
                  mlp_dim=128, num_heads=4, pool_type="gap")
   c.loss = "softmax_xent"
+  if arg.bf16:  # bfloat16 params, matmuls and Adam first moment.
+    c.param_dtype = "bfloat16"
+    c.model.dtype_mm = "bfloat16"
+    c.optax = dict(mu_dtype="bfloat16")
 
   c.optax_name = "adamw"
   c.lr = 1e-3

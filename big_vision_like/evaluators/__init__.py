@@ -8,3 +8,4 @@ from big_vision_like.evaluators import mean  # noqa: F401
 from big_vision_like.evaluators import retrieval  # noqa: F401
 from big_vision_like.evaluators import save_predictions  # noqa: F401
 from big_vision_like.evaluators import zeroshot  # noqa: F401
+from big_vision_like.evaluators import distill_agreement  # noqa: F401

@@ -5,11 +5,12 @@ An evaluator is a class registered in `registry.EVALUATORS`, built as
 with `run(train_state)` yielding `(metric_name, value)` pairs. It is
 configured as `config.evals.<name> = dict(type=..., pred=..., data=...,
 pp_fn=..., log_steps=..., **kw)`; `pred` names one of the trainer's predict
-functions (default "predict"), and `pred_params` the train state's params
-it evaluates: "params" (default) or "ema" (the weight EMA, with
-`config.ema`). `build_evaluators(..., workdir=...)` also
-passes `workdir` (the run's directory) and `name` (the config key) to the
-evaluators whose signature has them, unless the config sets them.
+functions (default: the class's `default_pred`, else "predict"), and
+`pred_params` the train state's params it evaluates: "params" (default) or
+"ema" (the weight EMA, with `config.ema`). `build_evaluators(...,
+workdir=...)` also passes `workdir` (the run's directory) and `name` (the
+config key) to the evaluators whose signature has them, unless the config
+sets them.
 
 Evaluators that need per-example outputs on the host (features for few-shot,
 kNN, linear probes, retrieval; saved predictions) build a `Gatherer`: it runs
@@ -147,7 +148,7 @@ def build_evaluators(evals, predict_fns, *, mesh, batch_size, total_steps,
     if "type" not in cfg:
       raise KeyError(f"{where} needs a `type`; known: {EVALUATORS.names()}.")
     cls = EVALUATORS.get(cfg.pop("type"))
-    pred = cfg.pop("pred", "predict")
+    pred = cfg.pop("pred", getattr(cls, "default_pred", "predict"))
     if pred not in predict_fns:
       raise KeyError(f"{where}.pred={pred!r} is not a predict function of "
                      f"this trainer; known: {sorted(predict_fns)}.")

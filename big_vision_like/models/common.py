@@ -131,44 +131,6 @@ def head(num_classes, zeroinit):
   return nn.Dense(num_classes, name="head", kernel_init=init)
 
 
-def dot_product_attention(query, key, value, bias=None, mask=None, *,
-                          dropout_rate=0.0, deterministic=True, dtype=None,
-                          precision=None, **unused_kw):
-  """Softmax attention computed in the [B, H, L, D] layout.
-
-  A drop-in `attention_fn` for `nn.MultiHeadDotProductAttention` (same
-  parameters, same results). XLA:CPU runs the batched matmuls several times
-  faster with the batch and head axes leading than flax's default einsums
-  over [B, L, H, D], which matters for ViTs with short head dimensions.
-
-  Args:
-    query: [B, Q, H, D]; key, value: [B, K, H, D].
-    bias: optional, broadcastable to [B, H, Q, K], added to the logits.
-    mask: optional bool, broadcastable to [B, H, Q, K]; False is masked out.
-    dropout_rate: attention-weight dropout is not supported (must be 0 in
-      training).
-    deterministic: whether dropout would be off.
-    dtype: the computation dtype (default: the query's).
-    precision: matmul precision.
-
-  Returns:
-    [B, Q, H, D].
-  """
-  if dropout_rate > 0.0 and not deterministic:
-    raise NotImplementedError("Attention-weight dropout is not supported.")
-  dtype = dtype or query.dtype
-  q, k, v = (jnp.swapaxes(t, 1, 2).astype(dtype) for t in (query, key, value))
-  q = q / jnp.sqrt(q.shape[-1]).astype(dtype)
-  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, precision=precision)
-  if bias is not None:
-    logits = logits + bias.astype(logits.dtype)
-  if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
-  out = jnp.einsum("bhqk,bhkd->bhqd", weights, v, precision=precision)
-  return jnp.swapaxes(out, 1, 2)  # [B, Q, H, D]
-
-
 def _shape(x):
   return tuple(getattr(x, "shape", np.shape(x)))
 

@@ -80,6 +80,7 @@ class _Model(nn.Module):
   causal: bool = False
   gelu: str = "tanh"
   norm_eps: float = 1e-6
+  attention_impl: str = "auto"  # see models/attention.py
 
   def _pool(self, x, valid):
     """x: [B, L, D], valid: [B, L] bool or None -> [B, D]."""
@@ -106,7 +107,8 @@ class _Model(nn.Module):
       return vit.MAPHead(mlp_dim=self.mlp_dim or 4 * self.width,
                          num_heads=self.num_heads,
                          dtype_mm=self.dtype_mm, gelu=self.gelu,
-                         norm_eps=self.norm_eps)(x, valid)
+                         norm_eps=self.norm_eps,
+                         attention_impl=self.attention_impl)(x, valid)
     raise ValueError(f"Unknown pool_type {self.pool_type!r}; "
                      f"known: {POOL_TYPES}.")
 
@@ -143,7 +145,8 @@ class _Model(nn.Module):
         num_heads=self.num_heads, dropout=self.dropout,
         dtype_mm=self.dtype_mm, scan=self.scan,
         remat_policy=self.remat_policy, remat=self.remat, gelu=self.gelu,
-        norm_eps=self.norm_eps, name="Encoder_0",
+        norm_eps=self.norm_eps, attention_impl=self.attention_impl,
+        name="Encoder_0",
     )(x, deterministic=not train, mask=self._mask(valid, length))
     out.update(enc_out)
     out["transformed"] = x  # [B, L, D]

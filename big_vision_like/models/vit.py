@@ -37,6 +37,48 @@ Transformers" (Touvron et al. 2022):
   weights (and, by default, the head) and freezes all else: frozen params get
   no gradient, no optimizer state and no update.
 
+Options of other papers, each off by default (token layout and inits in
+`vit_tokens.py`); a bad value is a ValueError naming the argument:
+
+- `dist_token=True` (DeiT, "Training data-efficient image transformers";
+  needs `pool_type="tok"`): a learned `dist` token [1, 1, D] after `cls` and
+  a second head `head_dist` on its output (zero-initialised like `head` when
+  `head_zeroinit`). With `train=True` the model returns the class head's
+  logits and `aux["dist_logits"]` (the distillation head's); with
+  `train=False` it returns DeiT's inference rule, the mean of the two, with
+  `aux["logits"]` (class head) and `aux["dist_logits"]`. `aux["pre_logits"]`
+  is the class token's representation, `aux["dist_pre_logits"]` the
+  distillation token's (both through `pre_logits` when `rep_size`; timm's
+  `pre_logits` is their mean). Without `num_classes` the output is
+  `aux["pre_logits"]`. `configs/deit_i1k.py` trains it.
+- `num_registers=N` ("Vision Transformers Need Registers"): N learned
+  tokens `registers` [1, N, D] appended AFTER the patch tokens (same outputs
+  as timm's/DINOv2's placement before them). Every block attends to them;
+  after `encoder_norm` they are split off into `aux["registers"]` [B, N, D],
+  and `aux["encoded"]`, the pooling (gap/map/tok/none) and everything after
+  it see the other tokens only. `aux["encoder_{i}"]` keep them.
+- `patch_dropout=r` (FLIP, "Scaling Language-Image Pre-training via
+  Masking"): in training (`train=True`, "dropout" rng) each example keeps a
+  random subset of round((1 - r) L) of its L patch tokens (after the position
+  embedding, before cls/dist/registers are added; indices, ascending, in
+  `aux["kept_patches"]` [B, K]); the encoder runs on the shorter sequence.
+  Off at `train=False`. E.g. the image tower of `two_towers` with
+  `image=dict(..., patch_dropout=0.5)` for about 2x faster contrastive
+  pretraining.
+- `qk_norm=True`: LayerNorm (scale only, eps `norm_eps`) of the queries and
+  keys of every encoder attention, per head; params `query_ln`, `key_ln`
+  under `MultiHeadDotProductAttention_{k}` (flax's `normalize_qk`).
+- `mlp_type="swiglu"`: encoder MLPs are `Dense_out(silu(Dense_gate(x)) *
+  Dense_up(x))` (params `MlpBlock_{k}/{Dense_gate,Dense_up,Dense_out}`,
+  hidden size `mlp_dim` as given, as timm's `SwiGLU`) instead of GELU's
+  `Dense_0`, `Dense_1`.
+- `use_bias=False`: no biases in the encoder's attention projections
+  (query/key/value/out) and MLP Dense layers (LayerNorms, patch embedding,
+  heads keep theirs).
+
+`qk_norm`, `mlp_type` and `use_bias` configure the encoder blocks only; the
+`map` pooling head keeps big_vision's attention and GELU MLP.
+
 Memory: `scan=True` runs the encoder as one `nn.scan` over blocks (faster
 compiles; params `Transformer/encoderblock` with a leading depth axis).
 `remat` checkpoints every encoder block (`nn.remat`): the backward pass
@@ -61,7 +103,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_like.models import attention
 from big_vision_like.models import common
+from big_vision_like.models import vit_tokens
 from big_vision_like.registry import MODELS
 
 # name: (width, depth, mlp_dim, num_heads)
@@ -83,6 +127,7 @@ VARIANTS = {
 
 POOL_TYPES = ("gap", "tok", "map", "0", "none")
 GELUS = ("tanh", "erf", "quick")
+MLP_TYPES = ("gelu", "swiglu")
 
 
 def decode_variant(variant):
@@ -124,24 +169,40 @@ def _drop_path(x, rate, rng):
 
 
 class MlpBlock(nn.Module):
-  """Transformer MLP: Dense -> gelu -> dropout -> Dense."""
+  """Transformer MLP, `mlp_type` "gelu" or "swiglu" (see MLP_TYPES).
+
+  "gelu" (big_vision's): Dense_0 -> gelu -> dropout -> Dense_1.
+  "swiglu" (timm's `SwiGLU`): Dense_out(dropout(silu(Dense_gate(x)) *
+  Dense_up(x))), `mlp_dim` the hidden size as given (not 2/3 of it).
+  `use_bias=False` drops the biases of the Dense layers.
+  """
   mlp_dim: int | None = None  # None: 4 * input width
   dropout: float = 0.0
   dtype_mm: str = "float32"
-  gelu: str = "tanh"  # see GELUS
+  gelu: str = "tanh"  # see GELUS; "gelu" MLPs only
+  mlp_type: str = "gelu"  # see MLP_TYPES
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x, deterministic=True):
     """x: [..., D] -> [..., D]."""
     d = x.shape[-1]
-    dense = lambda n: nn.Dense(
-        n, dtype=common.to_dtype(self.dtype_mm),
+    dense = lambda n, name=None: nn.Dense(
+        n, dtype=common.to_dtype(self.dtype_mm), use_bias=self.use_bias,
         kernel_init=nn.initializers.xavier_uniform(),
-        bias_init=nn.initializers.normal(stddev=1e-6))
-    x = dense(self.mlp_dim or 4 * d)(x)  # [..., mlp]
-    x = gelu_fn(self.gelu)(x)
-    x = nn.Dropout(rate=self.dropout)(x, deterministic)
-    return dense(d)(x)  # [..., D]
+        bias_init=nn.initializers.normal(stddev=1e-6), name=name)
+    hidden = self.mlp_dim or 4 * d
+    if self.mlp_type == "gelu":
+      x = gelu_fn(self.gelu)(dense(hidden)(x))  # [..., mlp]
+      x = nn.Dropout(rate=self.dropout)(x, deterministic)
+      return dense(d)(x)  # [..., D]
+    if self.mlp_type == "swiglu":
+      x = (nn.silu(dense(hidden, "Dense_gate")(x))
+           * dense(hidden, "Dense_up")(x))  # [..., mlp]
+      x = nn.Dropout(rate=self.dropout)(x, deterministic)
+      return dense(d, "Dense_out")(x)  # [..., D]
+    raise ValueError(f"Unknown mlp_type {self.mlp_type!r}; known: "
+                     f"{MLP_TYPES}.")
 
 
 class LayerScale(nn.Module):
@@ -170,6 +231,10 @@ class Encoder1DBlock(nn.Module):
   gelu: str = "tanh"
   norm_eps: float = 1e-6
   parallel: int = 1
+  attention_impl: str = "auto"  # see attention.IMPLEMENTATIONS
+  qk_norm: bool = False  # LayerNorm of q and k (query_ln, key_ln)
+  use_bias: bool = True  # of the attention projections and MLP Dense layers
+  mlp_type: str = "gelu"  # see MLP_TYPES
 
   def _branch(self, y, index, drop_path_rate, deterministic):
     """Dropout, LayerScale_{index} and drop-path of one residual branch."""
@@ -186,13 +251,12 @@ class Encoder1DBlock(nn.Module):
   def _attention(self, x, k, mask, deterministic):
     """Attention branch k: x [B, L, D] -> attn_k(LN_k(x)) [B, L, D]."""
     y = nn.LayerNorm(epsilon=self.norm_eps, name=f"LayerNorm_{k}")(x)
-    return nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads,
-        kernel_init=nn.initializers.xavier_uniform(),
-        dtype=common.to_dtype(self.dtype_mm),
-        attention_fn=common.dot_product_attention,
+    return attention.MultiHeadAttention(
+        num_heads=self.num_heads, dtype_mm=self.dtype_mm,
+        implementation=self.attention_impl, qk_norm=self.qk_norm,
+        use_bias=self.use_bias, norm_eps=self.norm_eps,
         name=f"MultiHeadDotProductAttention_{k}",
-    )(y, y, mask=mask, deterministic=deterministic)  # [B, L, D]
+    )(y, mask=mask, deterministic=deterministic)  # [B, L, D]
 
   def _mlp(self, x, k, deterministic):
     """MLP branch k: x [B, L, D] -> mlp_k(LN'_k(x)) [B, L, D]."""
@@ -200,6 +264,7 @@ class Encoder1DBlock(nn.Module):
                      name=f"LayerNorm_{self.parallel + k}")(x)
     return MlpBlock(mlp_dim=self.mlp_dim, dropout=self.dropout,
                     dtype_mm=self.dtype_mm, gelu=self.gelu,
+                    mlp_type=self.mlp_type, use_bias=self.use_bias,
                     name=f"MlpBlock_{k}")(y, deterministic)  # [B, L, D]
 
   @nn.compact
@@ -245,6 +310,10 @@ class Encoder(nn.Module):
   gelu: str = "tanh"
   norm_eps: float = 1e-6
   parallel: int = 1  # branches per block; see Encoder1DBlock
+  attention_impl: str = "auto"  # see attention.IMPLEMENTATIONS
+  qk_norm: bool = False  # see Encoder1DBlock
+  use_bias: bool = True
+  mlp_type: str = "gelu"
 
   def _remat(self):
     return self.scan if self.remat is None else bool(self.remat)
@@ -277,7 +346,9 @@ class Encoder(nn.Module):
     kw = {"mlp_dim": self.mlp_dim, "num_heads": self.num_heads,
           "dropout": self.dropout, "layerscale": self.layerscale,
           "dtype_mm": self.dtype_mm, "gelu": self.gelu,
-          "norm_eps": self.norm_eps, "parallel": self.parallel}
+          "norm_eps": self.norm_eps, "parallel": self.parallel,
+          "attention_impl": self.attention_impl, "qk_norm": self.qk_norm,
+          "use_bias": self.use_bias, "mlp_type": self.mlp_type}
     rates = np.linspace(0.0, self.drop_path, self.depth)  # stochastic depth
     if self.scan:
       x = self._scanned(x, rates, deterministic, mask, kw)
@@ -300,6 +371,7 @@ class MAPHead(nn.Module):
   dtype_mm: str = "float32"
   gelu: str = "tanh"
   norm_eps: float = 1e-6
+  attention_impl: str = "auto"  # see attention.IMPLEMENTATIONS
 
   @nn.compact
   def __call__(self, x, mask=None):
@@ -309,11 +381,10 @@ class MAPHead(nn.Module):
     probe = jnp.tile(probe, [b, 1, 1])  # [B, 1, D]
     if mask is not None:
       mask = mask[:, None, None, :]  # [B, 1, 1, L]
-    x = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads,
-        kernel_init=nn.initializers.xavier_uniform(),
-        dtype=common.to_dtype(self.dtype_mm),
-        attention_fn=common.dot_product_attention,
+    x = attention.MultiHeadAttention(
+        num_heads=self.num_heads, dtype_mm=self.dtype_mm,
+        implementation=self.attention_impl,
+        name="MultiHeadDotProductAttention_0",
     )(probe, x, mask=mask)  # [B, 1, D]
     y = nn.LayerNorm(epsilon=self.norm_eps)(x)
     x = x + MlpBlock(mlp_dim=self.mlp_dim, dtype_mm=self.dtype_mm,
@@ -344,6 +415,23 @@ class _Model(nn.Module):
   gelu: str = "tanh"  # see GELUS
   norm_eps: float = 1e-6  # of every LayerNorm
   parallel: int = 1  # attention / MLP branches per block ("Three things")
+  attention_impl: str = "auto"  # see attention.IMPLEMENTATIONS
+  # Options of other papers (module docstring; vit_tokens.py), off by default.
+  dist_token: bool = False  # DeiT: `dist` token, `head_dist`
+  num_registers: int = 0  # register tokens, discarded before pooling
+  patch_dropout: float = 0.0  # FLIP: fraction of patches dropped in training
+  qk_norm: bool = False  # LayerNorm of queries and keys
+  use_bias: bool = True  # False: no attention / MLP biases in the encoder
+  mlp_type: str = "gelu"  # or "swiglu"; see MLP_TYPES
+
+  def __post_init__(self):
+    vit_tokens.check(pool_type=self.pool_type, dist_token=self.dist_token,
+                     num_registers=self.num_registers,
+                     patch_dropout=self.patch_dropout)
+    if self.mlp_type not in MLP_TYPES:
+      raise ValueError(f"Unknown mlp_type {self.mlp_type!r}; known: "
+                       f"{MLP_TYPES}.")
+    super().__post_init__()
 
   def _posemb(self, h, w, d):
     if self.posemb == "learn":
@@ -364,7 +452,8 @@ class _Model(nn.Module):
     if self.pool_type == "map":
       return MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                      dtype_mm=self.dtype_mm, gelu=self.gelu,
-                     norm_eps=self.norm_eps)(x)
+                     norm_eps=self.norm_eps,
+                     attention_impl=self.attention_impl)(x)
     if self.pool_type in ("0", "none"):
       return x
     raise ValueError(f"Unknown pool_type {self.pool_type!r}; "
@@ -382,10 +471,14 @@ class _Model(nn.Module):
     b, h, w, d = x.shape
     x = jnp.reshape(x, (b, h * w, d))  # [B, h*w, D]
     x = out["with_posemb"] = x + self._posemb(h, w, d)
+    if train and self.patch_dropout:  # FLIP: [B, K, D], K kept patches.
+      x, out["kept_patches"] = vit_tokens.drop_patches(
+          x, self.patch_dropout, self.make_rng("dropout"))
 
-    if self.pool_type == "tok":
-      cls = self.param("cls", nn.initializers.zeros, (1, 1, d))
-      x = jnp.concatenate([jnp.tile(cls, [b, 1, 1]).astype(x.dtype), x], 1)
+    # [cls, dist, patches, registers], each when its option is on.
+    x = vit_tokens.add_tokens(self, x, cls=self.pool_type == "tok",
+                              dist=self.dist_token,
+                              num_registers=self.num_registers)
     x = nn.Dropout(rate=self.dropout)(x, not train)  # [B, L, D]
     if self.norm_pre:
       x = nn.LayerNorm(epsilon=self.norm_eps, name="norm_pre")(x)
@@ -396,21 +489,49 @@ class _Model(nn.Module):
         drop_path=self.drop_path, layerscale=self.layerscale,
         dtype_mm=self.dtype_mm, scan=self.scan,
         remat_policy=self.remat_policy, remat=self.remat, gelu=self.gelu,
-        norm_eps=self.norm_eps, parallel=self.parallel, name="Transformer",
+        norm_eps=self.norm_eps, parallel=self.parallel,
+        attention_impl=self.attention_impl, qk_norm=self.qk_norm,
+        use_bias=self.use_bias, mlp_type=self.mlp_type, name="Transformer",
     )(x, deterministic=not train)
     out.update(enc_out)
-    out["encoded"] = x  # [B, L, D]
+    x, registers = vit_tokens.split_registers(x, self.num_registers)
+    if registers is not None:
+      out["registers"] = registers  # [B, N, D]
+    out["encoded"] = x  # [B, L, D], without the registers
 
-    x = out["head_input"] = self._pool(x)  # [B, D]
+    pre_logits = None
     if self.rep_size:
       rep = self.width if self.rep_size is True else self.rep_size
-      x = nn.tanh(nn.Dense(rep, name="pre_logits")(x))  # [B, rep]
+      pre_logits = nn.Dense(rep, name="pre_logits")
+    x = out["head_input"] = self._pool(x)  # [B, D]
+    if pre_logits:
+      x = nn.tanh(pre_logits(x))  # [B, rep]
     out["pre_logits"] = x
-
     if self.num_classes:
       x = out["logits"] = common.head(self.num_classes, self.head_zeroinit)(
           x)  # [B, num_classes]
+    if self.dist_token:
+      x = self._distillation_head(out, pre_logits, x, train)
     return x, out
+
+  def _distillation_head(self, out, pre_logits, x, train):
+    """DeiT's second head on the `dist` token (encoded[:, 1]).
+
+    Sets aux "dist_pre_logits" and (with a head) "dist_logits". Returns the
+    model output: the class head's logits `x` in training, the mean of both
+    heads' logits at inference (DeiT's rule); without a head, `x`.
+    """
+    y = out["encoded"][:, 1]  # [B, D]
+    if pre_logits:
+      y = nn.tanh(pre_logits(y))  # [B, rep], the class token's layer
+    out["dist_pre_logits"] = y
+    if not self.num_classes:
+      return x
+    init = (nn.initializers.zeros if self.head_zeroinit
+            else nn.linear.default_kernel_init)
+    y = out["dist_logits"] = nn.Dense(
+        self.num_classes, kernel_init=init, name="head_dist")(y)
+    return x if train else (x + y) / 2
 
 
 def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=C0103
@@ -428,7 +549,7 @@ MODELS.register("vit", Model)
 ATTENTION_REGEX = (r"Transformer/encoderblock(?:_\d+)?/"
                    r"MultiHeadDotProductAttention_\d+/.*")
 # The classifier and what feeds it (pre-logits, attention pooling).
-HEAD_REGEX = r"(?:head|pre_logits|MAPHead_0)/.*"
+HEAD_REGEX = r"(?:head|head_dist|pre_logits|MAPHead_0)/.*"
 
 
 def attention_only_schedule(schedule="cosine", *, head=True,

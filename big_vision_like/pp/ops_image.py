@@ -535,3 +535,210 @@ def get_clip_value_range():
   """
   return _normalize(tuple(m * 255 for m in CLIP_MEAN),
                     tuple(s * 255 for s in CLIP_STD))
+
+
+# DeiT III's augmentation (Touvron et al. 2022, "DeiT III: Revenge of the
+# ViT", Sec. 3 and Table 1): a "simple random crop" (resize, reflect-padded
+# random crop) and a horizontal flip, then "3-Augment": one of grayscale,
+# solarization and Gaussian blur, chosen uniformly; then colour jitter 0.3.
+# Each op draws from its own stateless seed (`utils.keyed(random=True)`).
+
+# ITU-R 601-2 luma, the weights of PIL's "L" conversion (torchvision's
+# Grayscale on PIL images).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _check_probability(op, p):
+  utils.check_number(op, "p", p, low=0, high=1)
+
+
+def _applied(seed, p):
+  """Whether a random op with probability `p` acts (a scalar bool)."""
+  return tf.random.stateless_uniform([], seed=seed) < p
+
+
+def _grayscale(image):
+  """Luma, repeated over the 3 channels, in the input's dtype.
+
+  `sum_c luma_c * x_c` in float32, rounded to nearest for integer dtypes
+  (as PIL); one-channel images are returned unchanged.
+  """
+  if image.shape[-1] == 1:
+    return image
+  x = tf.cast(image, tf.float32)
+  luma = tf.reduce_sum(x * tf.constant(_LUMA), -1, keepdims=True)
+  return utils.cast_like(tf.broadcast_to(luma, tf.shape(x)), image.dtype)
+
+
+def _solarize(image, threshold, max_value):
+  """Pixels >= `threshold` become `max_value - x` (PIL's ImageOps.solarize)."""
+  inverted = tf.cast(max_value - tf.cast(image, tf.float32), image.dtype)
+  return tf.where(tf.cast(image, tf.float32) < threshold, image, inverted)
+
+
+def _gaussian_blur(image, sigma, radius):
+  """Separable Gaussian blur with std `sigma` over taps -radius..radius.
+
+  Weights `exp(-k^2 / (2 sigma^2))`, normalised to sum 1; borders repeat the
+  edge pixel; integer outputs are rounded to nearest.
+  """
+  x = tf.cast(image, tf.float32)
+  taps = tf.range(-radius, radius + 1, dtype=tf.float32)
+  w = tf.exp(-0.5 * tf.square(taps / sigma))
+  w = w / tf.reduce_sum(w)
+  for axis in (0, 1):
+    n = tf.shape(x)[axis]
+    idx = tf.clip_by_value(tf.range(-radius, n + radius), 0, n - 1)
+    padded = tf.gather(x, idx, axis=axis)  # Edge pixels repeated.
+    # Sum over taps of the shifted copies: out[i] = sum_k w[k] pad[i + k].
+    x = tf.add_n([w[k] * tf.gather(padded, tf.range(k, k + n), axis=axis)
+                  for k in range(2 * radius + 1)])
+  return utils.cast_like(x, image.dtype)
+
+
+def _blur_radius(sigma_max):
+  return max(1, math.ceil(3 * sigma_max))
+
+
+def _check_blur(op, sigma_min, sigma_max):
+  utils.check_number(op, "sigma_min", sigma_min, low=0)
+  if utils.check_number(op, "sigma_max", sigma_max) < sigma_min or \
+      sigma_max <= 0:
+    raise utils.ArgumentError(op, "sigma_max", sigma_max,
+                              f"must be > 0 and >= sigma_min={sigma_min}")
+
+
+def _random_sigma(seed, sigma_min, sigma_max):
+  return tf.maximum(tf.random.stateless_uniform(
+      [], seed=seed, minval=sigma_min, maxval=sigma_max), 1e-6)
+
+
+@PP_OPS.register("grayscale")
+@utils.keyed("image", random=True)
+def get_grayscale(p=1.0):
+  """With probability `p`, the luma repeated over the channels (see above).
+
+  DeiT III's 3-Augment uses p=1 inside `three_augment`; alone, DeiT's
+  `gray_scale` defaults to p=0.2.
+  """
+  _check_probability("grayscale", p)
+
+  def _op(image, seed):
+    return tf.cond(_applied(seed, p), lambda: _grayscale(image),
+                   lambda: image)
+
+  return _op
+
+
+@PP_OPS.register("solarize")
+@utils.keyed("image", random=True)
+def get_solarize(p=1.0, threshold=128, max_value=255):
+  """With probability `p`, pixels >= `threshold` become `max_value - x`.
+
+  Defaults are PIL's for uint8 images; for floats in [lo, hi] use
+  `max_value=lo + hi` (e.g. 1.0 for [0, 1]).
+  """
+  _check_probability("solarize", p)
+  utils.check_number("solarize", "threshold", threshold)
+  utils.check_number("solarize", "max_value", max_value)
+
+  def _op(image, seed):
+    return tf.cond(_applied(seed, p),
+                   lambda: _solarize(image, threshold, max_value),
+                   lambda: image)
+
+  return _op
+
+
+@PP_OPS.register("gaussian_blur")
+@utils.keyed("image", random=True)
+def get_gaussian_blur(p=1.0, sigma_min=0.1, sigma_max=2.0):
+  """With probability `p`, a Gaussian blur of std ~ U(sigma_min, sigma_max).
+
+  As DeiT's GaussianBlur (PIL's GaussianBlur radius is the std): an exact
+  separable Gaussian over taps +-ceil(3 sigma_max) (PIL approximates it
+  with box blurs), edge pixels repeated at the borders.
+  """
+  _check_probability("gaussian_blur", p)
+  _check_blur("gaussian_blur", sigma_min, sigma_max)
+  radius = _blur_radius(sigma_max)
+
+  def _op(image, seed):
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    sigma = _random_sigma(seeds[1], sigma_min, sigma_max)
+    return tf.cond(_applied(seeds[0], p),
+                   lambda: _gaussian_blur(image, sigma, radius),
+                   lambda: image)
+
+  return _op
+
+
+@PP_OPS.register("three_augment")
+@utils.keyed("image", random=True)
+def get_three_augment(sigma_min=0.1, sigma_max=2.0, threshold=128,
+                      max_value=255):
+  """DeiT III's 3-Augment: grayscale, solarize or blur, chosen uniformly.
+
+  The chosen op always acts (p=1); the blur's std is ~ U(sigma_min,
+  sigma_max); `threshold` and `max_value` are the solarization's.
+  """
+  _check_blur("three_augment", sigma_min, sigma_max)
+  utils.check_number("three_augment", "threshold", threshold)
+  utils.check_number("three_augment", "max_value", max_value)
+  radius = _blur_radius(sigma_max)
+
+  def _op(image, seed):
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    choice = tf.random.stateless_uniform([], seed=seeds[0], maxval=3,
+                                         dtype=tf.int32)
+    sigma = _random_sigma(seeds[1], sigma_min, sigma_max)
+    return tf.switch_case(choice, [
+        lambda: _grayscale(image),
+        lambda: _solarize(image, threshold, max_value),
+        lambda: _gaussian_blur(image, sigma, radius)])
+
+  return _op
+
+
+@PP_OPS.register("simple_random_crop")
+@utils.keyed("image", random=True)
+def get_simple_random_crop(size, padding=4, method="bicubic", antialias=True,
+                           *, rounding=False):
+  """DeiT III's "simple random crop": resize, reflect-pad, random crop.
+
+  The shorter side is resized to `size` (as `resize_small`; bicubic with
+  antialiasing as torchvision's `Resize(size, interpolation=3)` on PIL
+  images), each side is padded with `padding` mirrored pixels (torchvision's
+  `padding_mode="reflect"`: the edge pixel is not repeated), and a random
+  `size` x `size` window is cropped (`RandomCrop(size, padding)`).
+
+  Args:
+    size: the output side (int).
+    padding: pixels mirrored on each side before cropping (< size).
+    method: the resize method, one of `RESIZE_METHODS`.
+    antialias: see `tf.image.resize`.
+    rounding: round integer outputs of the resize instead of truncating.
+
+  Returns:
+    The tensor function of (image, seed).
+  """
+  op = "simple_random_crop"
+  utils.check_positive_int(op, "size", size)
+  is_int = isinstance(padding, int) and not isinstance(padding, bool)
+  if not (is_int and 0 <= padding < size):
+    raise utils.ArgumentError(op, "padding", padding,
+                              f"must be an int in [0, size={size})")
+  _check_resampling(op, method, antialias, rounding)
+
+  def _op(image, seed):
+    image = _resize_side(image, size, tf.reduce_min, method, antialias,
+                         rounding)
+    if padding:
+      image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]],
+                     mode="REFLECT")
+    crop = tf.image.stateless_random_crop(
+        image, tf.stack([size, size, tf.shape(image)[-1]]), seed=seed)
+    crop.set_shape([size, size, image.shape[-1]])
+    return crop
+
+  return _op

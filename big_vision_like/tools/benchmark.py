@@ -11,8 +11,18 @@ FLOPs (XLA cost analysis) and the utilisation = FLOPs / step time / the
 measured peak of a large matmul in the matmul dtype on the same devices. The
 step is the trainer's own `make_train_step` (forward, backward, softmax
 cross-entropy, AdamW update) on constant data.
+
+`--compare timm` (needs the `torch` extra) also times timm's model of the
+same size (`TIMM_NAMES`) with the same batch, resolution, matmul precision
+(torch.autocast for bfloat16) and optimizer (AdamW, lr 1e-3, wd 1e-4), in a
+subprocess (`tools/torch_step.py`) whose steps alternate with the JAX
+steps, so both see the same load; its utilisation uses the same FLOP count
+and peak. `--attention_impl` picks the ViT attention kernel
+(`models/attention.py`).
 """
 
+import subprocess
+import sys
 import time
 
 from absl import app
@@ -38,19 +48,40 @@ _BATCH = flags.DEFINE_list("batch_size", ["8", "16", "32"],
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after 1 warm-up).")
 _DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
+_COMPARE = flags.DEFINE_enum("compare", None, ["timm"],
+                             "Also time timm's model of the same size.")
+_ATTENTION = flags.DEFINE_string("attention_impl", None,
+                                 "ViT attention kernel (models/attention.py).")
+
+# Our model spec -> timm's model of the same architecture and size.
+TIMM_NAMES = {
+    "vit:Ti/16": "vit_tiny_patch16_224",
+    "vit:S/16": "vit_small_patch16_224",
+    "vit:B/16": "vit_base_patch16_224",
+    "vit:B/32": "vit_base_patch32_224",
+    "vit:L/16": "vit_large_patch16_224",
+    "nfnet:F0": "dm_nfnet_f0",
+    "nfnet:F1": "dm_nfnet_f1",
+    "mlp_mixer:B/16": "mixer_b16_224",
+    "mlp_mixer:L/16": "mixer_l16_224",
+    "convnext:T": "convnext_tiny",
+    "convnext:S": "convnext_small",
+    "convnext:B": "convnext_base",
+}
 
 
-def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
-                   mesh=None):
-  """Returns (seconds per step, FLOPs per step) of a model's train step.
+def build_step(model_name, variant, res, batch_size, dtype_mm, mesh=None,
+               **model_kw):
+  """Returns (`run()`: seconds of one more train step, FLOPs per step).
 
   FLOPs are XLA's count of the whole unpartitioned global step
   (`visibility.step_flops` of the Lowered): the same on every platform,
   where a GPU executable's own count misses the matmuls given to cuBLAS.
+  The first (compiling) step has run when this returns.
   """
   mesh = mesh or sharding.make_mesh()
   model = MODELS.get(model_name)(num_classes=1000, variant=variant,
-                                 dtype_mm=dtype_mm)
+                                 dtype_mm=dtype_mm, **model_kw)
   images = jnp.zeros((batch_size, res, res, 3), jnp.float32)
   labels = jax.nn.one_hot(jnp.arange(batch_size) % 1000, 1000)
   params = jax.jit(model.init, static_argnames="train")(
@@ -72,14 +103,79 @@ def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
                     donate_argnums=0).lower(state, batch)
   flops = visibility.step_flops(lowered)
   compiled = lowered.compile()
-  state, _ = compiled(state, batch)  # Warm-up.
-  times = []
-  for _ in range(steps):
+  box = list(compiled(state, batch))  # Warm-up.
+
+  def run():
     t0 = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), flops
+    box[:] = compiled(box[0], batch)
+    jax.block_until_ready(box[1])
+    return time.perf_counter() - t0
+
+  return run, flops
+
+
+def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
+                   mesh=None, **model_kw):
+  """Returns (median seconds per step, FLOPs per step); see `build_step`."""
+  run, flops = build_step(model_name, variant, res, batch_size, dtype_mm,
+                          mesh, **model_kw)
+  return float(np.median([run() for _ in range(steps)])), flops
+
+
+class TorchStep:
+  """timm's train step in a subprocess (`tools/torch_step.py`), on request."""
+
+  def __init__(self, spec, batch_size, res, dtype_mm):
+    if spec not in TIMM_NAMES:
+      raise ValueError(f"--compare timm: no timm model known for {spec!r}; "
+                       f"known: {sorted(TIMM_NAMES)}.")
+    self.proc = subprocess.Popen(
+        [sys.executable, "-m", "big_vision_like.tools.torch_step",
+         "--model", TIMM_NAMES[spec], "--batch_size", str(batch_size),
+         "--res", str(res), "--dtype_mm", dtype_mm],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if self.proc.stdout.readline().strip() != "ready":
+      self.proc.kill()
+      raise RuntimeError(f"timm's {TIMM_NAMES[spec]} step did not start "
+                         "(its error is above).")
+
+  def run(self):
+    self.proc.stdin.write("step\n")
+    self.proc.stdin.flush()
+    return float(self.proc.stdout.readline())
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
+
+
+def _row(name, batch_size, sec, flops, devices, peak):
+  util = visibility.mfu(flops, sec, devices, peak / devices)
+  return (f"| {name} | {batch_size} | {sec * 1e3:.0f} | "
+          f"{batch_size / sec:.2f} | {batch_size / sec / devices:.2f} | "
+          f"{flops / 1e9:.1f} | {flops / sec / 1e9:.1f} | {100 * util:.1f}% |")
+
+
+def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
+            model_kw):
+  """Rows for our step and timm's, timed alternately `steps` times each."""
+  name, _, variant = spec.partition(":")
+  ours, flops = build_step(name, variant or None, res, batch_size, dtype_mm,
+                           **model_kw)
+  theirs = TorchStep(spec, batch_size, res, dtype_mm)
+  times = {"ours": [], "timm": []}
+  try:
+    for _ in range(steps):
+      times["ours"].append(ours())
+      times["timm"].append(theirs.run())
+  finally:
+    theirs.close()
+  sec = {k: float(np.median(v)) for k, v in times.items()}
+  return [_row(spec, batch_size, sec["ours"], flops, devices, peak),
+          _row(f"timm {TIMM_NAMES[spec]}", batch_size, sec["timm"], flops,
+               devices, peak),
+          f"| ratio (ours / timm examples/s) | | | "
+          f"{sec['timm'] / sec['ours']:.2f}x | | | | |"]
 
 
 def main(argv):
@@ -96,17 +192,21 @@ def main(argv):
   print("| model | batch | step ms | examples/s | examples/s/device | "
         "GFLOP/step | GFLOP/s | utilisation |")
   print("|---|---|---|---|---|---|---|---|")
+  model_kw = ({"attention_impl": _ATTENTION.value}
+              if _ATTENTION.value else {})
   for spec in _MODELS.value:
     name, _, variant = spec.partition(":")
+    kw = model_kw if name == "vit" else {}
     for batch_size in (int(b) for b in _BATCH.value):
-      sec, flops = step_benchmark(name, variant or None, _RES.value,
-                                  batch_size, _STEPS.value, _DTYPE.value)
-      util = visibility.mfu(flops, sec, devices, peak / devices)
-      print(f"| {spec} | {batch_size} | {sec * 1e3:.0f} | "
-            f"{batch_size / sec:.2f} | "
-            f"{batch_size / sec / devices:.2f} | {flops / 1e9:.1f} | "
-            f"{flops / sec / 1e9:.1f} | {100 * util:.1f}% |",
-            flush=True)
+      if _COMPARE.value:
+        rows = compare(spec, batch_size, _STEPS.value, _RES.value,
+                       _DTYPE.value, devices, peak, kw)
+      else:
+        sec, flops = step_benchmark(name, variant or None, _RES.value,
+                                    batch_size, _STEPS.value, _DTYPE.value,
+                                    **kw)
+        rows = [_row(spec, batch_size, sec, flops, devices, peak)]
+      print("\n".join(rows), flush=True)
 
 
 if __name__ == "__main__":

@@ -277,18 +277,6 @@ def test_registered():
   assert registry.MODELS.get("vit") is vit.Model
 
 
-def test_attention_fn_matches_flax_default():
-  rng = np.random.default_rng(0)
-  q, k, v = (jnp.asarray(rng.normal(size=(2, 5, 3, 4)), jnp.float32)
-             for _ in range(3))
-  mask = jnp.asarray(rng.random((2, 1, 5, 5)) > 0.3)
-  bias = jnp.asarray(rng.normal(size=(1, 3, 5, 5)), jnp.float32)
-  for kw in ({}, {"mask": mask}, {"bias": bias}):
-    np.testing.assert_allclose(
-        common.dot_product_attention(q, k, v, **kw),
-        flax.linen.dot_product_attention(q, k, v, **kw), rtol=1e-5, atol=1e-6)
-
-
 # ----------------------------------------------------------------------------
 # "Three things everyone should know about Vision Transformers".
 
@@ -347,8 +335,7 @@ def test_parallel_output_is_sum_of_branches():
     return module.apply({"params": p}, *args)
 
   ln = flax.linen.LayerNorm(epsilon=1e-6)
-  attn = flax.linen.MultiHeadDotProductAttention(
-      num_heads=2, attention_fn=common.dot_product_attention)
+  attn = flax.linen.MultiHeadDotProductAttention(num_heads=2)
   mlp = vit.MlpBlock(mlp_dim=128)
   x = aux["with_posemb"]  # [B, L, D]
   for i in range(2):

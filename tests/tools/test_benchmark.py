@@ -1,9 +1,11 @@
 """Smoke test of the benchmark tool on a tiny ViT (the real run is `make benchmark`)."""
 
+import importlib.util
 import subprocess
 import sys
 
 import jax
+import pytest
 
 from big_vision_like import sharding
 from big_vision_like.tools import benchmark
@@ -37,3 +39,27 @@ def test_step_imports_without_tensorflow():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                        text=True, check=False)
   assert out.returncode == 0, out.stderr
+
+
+# Not imported here: torch next to TensorFlow in one process can crash.
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+
+
+@pytest.mark.skipif(not HAS_TIMM, reason="needs the torch extra")
+def test_compare_timm_alternates_both_steps():
+  rows = benchmark.compare("vit:Ti/16", batch_size=8, steps=2, res=32,
+                           dtype_mm="float32", devices=8, peak=1e12,
+                           model_kw={"attention_impl": "xla"})
+  ours, timm_row, ratio = rows
+  assert ours.startswith("| vit:Ti/16 | 8 |")
+  assert timm_row.startswith("| timm vit_tiny_patch16_224 | 8 |")
+  examples = [float(r.split("|")[4]) for r in (ours, timm_row)]
+  assert min(examples) > 0
+  want = examples[0] / examples[1]
+  assert float(ratio.split("|")[4].strip().rstrip("x")) == pytest.approx(
+      want, abs=0.006)  # Printed with 2 decimals.
+
+
+def test_compare_names_the_models_it_knows():
+  with pytest.raises(ValueError, match="no timm model known for 'vit:mu/4'"):
+    benchmark.TorchStep("vit:mu/4", 8, 32, "float32")

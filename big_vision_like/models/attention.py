@@ -1,0 +1,195 @@
+"""Multi-head attention with flax's / big_vision's parameter names, fast on every backend.
+
+`MultiHeadAttention(name="MultiHeadDotProductAttention_0")` has exactly the
+params of `flax.linen.MultiHeadDotProductAttention` (and the same values at
+init from the same key): `query`, `key`, `value` kernels [D, H, d] with
+biases [H, d], `out` kernel [H, d, D] with bias [D]; so big_vision `.npz`
+checkpoints load unchanged. What differs is how the step is computed:
+
+- Self-attention projects q, k and v with ONE matmul against the three
+  kernels stacked ([D, 3, H, d]), cross-attention k and v with one: one
+  wide matmul instead of three narrow ones (one kernel launch on a GPU).
+- The 1/sqrt(d) scale of the logits is folded into the query kernel and
+  bias (a [D, H d] multiply instead of one over every query activation),
+  unless `qk_norm` normalises q first.
+
+`implementation` picks the softmax(q k^T + bias) v kernel:
+
+- "einsum": batched matmuls in the [B, H, L, d] layout (XLA:CPU runs them
+  several times faster with the batch and head axes leading), softmax in
+  float32, and attention-weight dropout (`dropout_rate`).
+- "xla": `jax.nn.dot_product_attention(implementation="xla")`.
+- "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's
+  fused flash attention (NVIDIA GPUs, bfloat16/float16, head dim <= 128).
+- "auto" (default): "einsum" on CPU; on GPU "cudnn" when the matmul dtype
+  is 16-bit and no attention dropout is active (falling back to "xla" when
+  cuDNN rejects the shapes), else "xla"; "xla" on TPU.
+
+The fused kernels ("xla", "cudnn") have no attention-weight dropout: asking
+for it in training is an error naming the implementation.
+"""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
+
+
+def check_implementation(name):
+  if name not in IMPLEMENTATIONS:
+    raise ValueError(f"Unknown attention implementation {name!r}; known: "
+                     f"{IMPLEMENTATIONS}.")
+
+
+def resolve_implementation(name, dtype, dropout_active):
+  """The kernel "auto" stands for on this backend (see the module doc)."""
+  check_implementation(name)
+  if name != "auto":
+    return name
+  backend = jax.default_backend()
+  if backend == "cpu":
+    return "einsum"
+  if (backend == "gpu" and not dropout_active
+      and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)):
+    return "cudnn"
+  return "xla"
+
+
+def _flattened_init(init, n_in):
+  """`init` applied to the 2-D (inputs, outputs) shape, as flax DenseGeneral."""
+  def wrapped(rng, shape, dtype=jnp.float32):
+    flat = (int(np.prod(shape[:n_in])), int(np.prod(shape[n_in:])))
+    return jnp.reshape(init(rng, flat, dtype), shape)
+  return wrapped
+
+
+class _Projection(nn.Module):
+  """The kernel and bias of a flax DenseGeneral; the caller applies them."""
+  kernel_shape: tuple[int, ...]
+  n_in: int  # leading input axes of the kernel
+  kernel_init: Callable
+  use_bias: bool = True
+  param_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param("kernel", _flattened_init(self.kernel_init, self.n_in),
+                        self.kernel_shape, jnp.dtype(self.param_dtype))
+    if not self.use_bias:
+      return kernel, None
+    bias = self.param("bias", nn.initializers.zeros,
+                      self.kernel_shape[self.n_in:], jnp.dtype(self.param_dtype))
+    return kernel, bias
+
+
+def _einsum_attention(q, k, v, bias, mask, dropout, deterministic):
+  """q [B, H, T, d], k, v [B, H, S, d] (q pre-scaled) -> [B, H, T, d]."""
+  logits = jnp.einsum("bhtd,bhsd->bhts", q, k)  # [B, H, T, S]
+  if bias is not None:
+    logits = logits + bias.astype(logits.dtype)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  weights = dropout(weights.astype(q.dtype), deterministic)
+  return jnp.einsum("bhts,bhsd->bhtd", weights, v)  # [B, H, T, d]
+
+
+def _fused_attention(q, k, v, bias, mask, implementation):
+  """q [B, T, H, d], k, v [B, S, H, d] (q pre-scaled) -> [B, T, H, d]."""
+  run = lambda impl: jax.nn.dot_product_attention(
+      q, k, v, bias=bias, mask=mask, scale=1.0, implementation=impl)
+  if implementation != "auto-cudnn":
+    return run(implementation)
+  try:  # Checked at trace time: unsupported shapes / dtypes / GPUs raise.
+    return run("cudnn")
+  except (ValueError, NotImplementedError, RuntimeError):
+    return run("xla")
+
+
+class MultiHeadAttention(nn.Module):
+  """softmax(q k^T / sqrt(d) + bias) v over `num_heads` heads.
+
+  Same params as `nn.MultiHeadDotProductAttention` (see the module doc).
+  `__call__(inputs_q [B, T, D], inputs_kv [B, S, Dkv] or None for
+  self-attention, mask=None, bias=None, deterministic=True) -> [B, T, D]`;
+  `mask` is bool and broadcastable to [B, H, T, S] (True: attend), `bias`
+  is added to the logits.
+  """
+  num_heads: int
+  dtype_mm: str = "float32"
+  param_dtype: str = "float32"
+  kernel_init: Callable = nn.initializers.xavier_uniform()
+  implementation: str = "auto"  # see IMPLEMENTATIONS
+  dropout_rate: float = 0.0  # attention-weight dropout ("einsum" only)
+  qk_norm: bool = False  # LayerNorm (scale only) of q, k: query_ln, key_ln
+  use_bias: bool = True
+  norm_eps: float = 1e-6  # of the qk LayerNorms
+
+  def _projections(self, d_q, d_kv):
+    h = self.num_heads
+    if d_q % h:
+      raise ValueError(f"Attention width {d_q} is not divisible by "
+                       f"num_heads={h}.")
+    kw = dict(kernel_init=self.kernel_init, use_bias=self.use_bias,
+              param_dtype=self.param_dtype)
+    q = _Projection((d_q, h, d_q // h), 1, name="query", **kw)()
+    k = _Projection((d_kv, h, d_q // h), 1, name="key", **kw)()
+    v = _Projection((d_kv, h, d_q // h), 1, name="value", **kw)()
+    o = _Projection((h, d_q // h, d_q), 2, name="out", **kw)()
+    return q, k, v, o
+
+  def _project(self, x, projections, dtype):
+    """x [B, L, Din] @ n stacked [Din, H, d] kernels -> n x [B, L, H, d]."""
+    w = jnp.stack([p[0] for p in projections], axis=1).astype(dtype)
+    y = jnp.einsum("bli,inhd->blnhd", x.astype(dtype), w)  # [B, L, n, H, d]
+    if self.use_bias:
+      y = y + jnp.stack([p[1] for p in projections]).astype(dtype)
+    return [y[:, :, i] for i in range(len(projections))]
+
+  def _norm(self, x, name):  # As flax's `normalize_qk`: a scale, no bias.
+    return nn.LayerNorm(epsilon=self.norm_eps, use_bias=False, name=name,
+                        param_dtype=jnp.dtype(self.param_dtype))(x)
+
+  @nn.compact
+  def __call__(self, inputs_q, inputs_kv=None, *, mask=None, bias=None,
+               deterministic=True):
+    dtype = jnp.dtype(self.dtype_mm)
+    dropout_active = self.dropout_rate > 0.0 and not deterministic
+    impl = resolve_implementation(self.implementation, dtype, dropout_active)
+    if dropout_active and impl != "einsum":
+      raise NotImplementedError(
+          f"Attention-weight dropout (dropout_rate={self.dropout_rate}) needs "
+          f"implementation='einsum'; {impl!r} has none.")
+    self_attention = inputs_kv is None
+    inputs_kv = inputs_q if self_attention else inputs_kv
+    (wq, bq), kp, vp, (wo, bo) = self._projections(inputs_q.shape[-1],
+                                                   inputs_kv.shape[-1])
+    scale = 1.0 / np.sqrt(wq.shape[-1])
+    if not self.qk_norm:  # Fold the logits' scale into the query kernel.
+      wq, bq = wq * scale, None if bq is None else bq * scale
+    if self_attention:
+      q, k, v = self._project(inputs_q, [(wq, bq), kp, vp], dtype)
+    else:
+      (q,) = self._project(inputs_q, [(wq, bq)], dtype)
+      k, v = self._project(inputs_kv, [kp, vp], dtype)
+    if self.qk_norm:  # [B, L, H, d], over d.
+      q = self._norm(q, "query_ln").astype(dtype) * scale
+      k = self._norm(k, "key_ln").astype(dtype)
+
+    if impl == "einsum":
+      dropout = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())
+      q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # [B, H, L, d]
+      y = _einsum_attention(q, k, v, bias, mask, dropout, deterministic)
+      y = jnp.einsum("bhtd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
+    else:
+      if impl == "cudnn" and self.implementation == "auto":
+        impl = "auto-cudnn"
+      y = _fused_attention(q, k, v, bias, mask, impl)  # [B, T, H, d]
+      y = jnp.einsum("bthd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
+    if bo is not None:
+      y = y + bo.astype(dtype)
+    return y

@@ -1,0 +1,76 @@
+r"""A timm model's train step, timed one step per request (the `torch` extra).
+
+  python -m big_vision_like.tools.torch_step --model vit_small_patch16_224 \
+      --batch_size 16 --res 224 --dtype_mm float32
+
+`tools/benchmark.py --compare timm` runs this as a subprocess: it prints
+`ready` once the model is built and one step has run, then reads lines
+from stdin and answers each with the seconds of one more train step
+(forward, softmax cross-entropy, backward, AdamW update, synchronised).
+Interleaving these requests with the JAX steps measures both in the same
+minutes of the same machine. The step is the one a timm user writes:
+eager PyTorch (timm's fused `scaled_dot_product_attention`), AdamW with
+the benchmark's lr and weight decay, `torch.autocast` to bfloat16 when
+`--dtype_mm bfloat16`, on CUDA when available.
+"""
+
+import argparse
+import sys
+import time
+
+
+def _import_torch():
+  try:
+    import timm  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise SystemExit(f"--compare timm needs the torch extra (pip install -e "
+                     f"'.[torch]'): {e}") from None
+  return torch, timm
+
+
+def build_step(model_name, batch_size, res, dtype_mm, device=None):
+  """Returns `step()`, which runs one synchronised train step of timm's model."""
+  torch, timm = _import_torch()
+  device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+  torch.manual_seed(0)
+  kw = {"img_size": res} if "vit" in model_name or "mixer" in model_name else {}
+  model = timm.create_model(model_name, pretrained=False, num_classes=1000,
+                            **kw).to(device).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+  images = torch.zeros(batch_size, 3, res, res, device=device)
+  labels = torch.arange(batch_size, device=device) % 1000
+  autocast = torch.autocast(device, dtype=torch.bfloat16,
+                            enabled=dtype_mm == "bfloat16")
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with autocast:
+      loss = torch.nn.functional.cross_entropy(model(images), labels)
+    loss.backward()
+    opt.step()
+    sync()
+
+  return step
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--model", required=True, help="A timm model name.")
+  parser.add_argument("--batch_size", type=int, required=True)
+  parser.add_argument("--res", type=int, default=224)
+  parser.add_argument("--dtype_mm", choices=("float32", "bfloat16"),
+                      default="float32")
+  args = parser.parse_args(argv)
+  step = build_step(args.model, args.batch_size, args.res, args.dtype_mm)
+  step()  # Warm-up.
+  print("ready", flush=True)
+  for _ in sys.stdin:
+    t0 = time.perf_counter()
+    step()
+    print(time.perf_counter() - t0, flush=True)
+
+
+if __name__ == "__main__":
+  main()

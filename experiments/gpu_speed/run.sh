@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU speed check of issue 13, as ONE command that fits a 10-minute call
+# (its timeouts add up to 570 s): train-step throughput and FLOP utilisation
+# of ViT-S/16, ViT-B/16, NFNet-F0 (next to timm with torch.autocast bf16 and its
+# fused attention) and the SigLIP B/16 two-tower step (sigmoid, chunked), in
+# bfloat16 matmuls at batch 128 and 256; then the ImageNet-style input
+# pipeline on all CPU cores. Writes everything to $OUT (default ./gpu_speed).
+#
+#   pip install -e ".[gpu,torch]" && bash experiments/gpu_speed/run.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-gpu_speed}
+mkdir -p "$OUT"
+PY=${PY:-python}
+export TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_MEM_FRACTION=.9
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  $PY -c "import jax, jaxlib; print('jax', jax.__version__, jax.devices()); \
+from jax._src.lib import cuda_versions as v; \
+print('cuda', v.cuda_runtime_get_version(), 'cudnn', v.cudnn_get_version())" \
+    2>&1 | tail -2
+  $PY -c "import torch, timm; print('torch', torch.__version__, 'cuda', \
+torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'timm', \
+timm.__version__)"
+} > "$OUT/versions.txt" 2>&1
+cat "$OUT/versions.txt"
+
+# ViTs and NFNet next to timm, bf16, steps alternating with timm's.
+timeout 270 $PY -m big_vision_like.tools.benchmark \
+  --models vit:S/16,vit:B/16,nfnet:F0 --batch_size 128,256 \
+  --dtype_mm bfloat16 --steps 10 --compare timm 2>&1 \
+  | grep -v -i warning | tee "$OUT/steps.md"
+# The same ViT-B/16 with each attention kernel.
+for impl in xla cudnn; do
+  timeout 45 $PY -m big_vision_like.tools.benchmark --models vit:B/16 \
+    --batch_size 256 --dtype_mm bfloat16 --steps 10 --attention_impl $impl \
+    2>&1 | grep "vit:B" | sed "s/^| vit:B\/16/| vit:B\/16 $impl/" \
+    | tee -a "$OUT/steps.md"
+done
+# SigLIP B/16 two-tower, sigmoid loss on the chunked ring.
+for b in 128 256; do
+  timeout 60 $PY -m big_vision_like.tools.accum_benchmark --batch_size $b \
+    --grad_accum 1 --dtype_mm bfloat16 --steps 10 2>&1 \
+    | grep -v -i warning | tee -a "$OUT/siglip.md"
+done
+# The input pipeline on the machine's cores, next to the step it feeds.
+timeout 90 $PY -m big_vision_like.tools.pipeline_benchmark --num_images 2048 \
+  --batch_size 256 --batches 16 2>&1 \
+  | grep -v -i warning | tee "$OUT/pipeline.md"
