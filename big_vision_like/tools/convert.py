@@ -12,6 +12,12 @@ r"""Converts checkpoints between formats and from timm / open_clip weights.
       siglip.bin OUT.npz --variant B/16 --no-text_causal --text_pool last
   python -m big_vision_like.tools.convert --from timm_nfnet --to npz \
       nfnet.safetensors OUT.npz [--variant F0]
+  python -m big_vision_like.tools.convert --from timm_mixer --to npz \
+      mixer_b16_224.safetensors OUT.npz [--variant B/16]  # -> mlp_mixer
+  python -m big_vision_like.tools.convert --from timm_convnext --to npz \
+      convnext_tiny.safetensors OUT.npz [--variant T]  # or V2-T -> convnext
+  python -m big_vision_like.tools.convert --from timm_resnetv2 --to npz \
+      resnetv2_50x1_bit.safetensors OUT.npz   # BiT weights -> bit_paper
 
 `npz` is big_vision's flat file (`/`-joined names, bfloat16 as 2-byte void);
 `orbax` is a step directory like the trainer's (`OUT/state` holding
@@ -43,6 +49,8 @@ from big_vision_like.models import vit
 from big_vision_like.tools import convert_open_clip, convert_torch
 
 FORMATS_IN = ("npz", "orbax", "timm_vit", "open_clip", "timm_nfnet")
+FORMATS_IN += ("timm_mixer", "timm_convnext")  # -> mlp_mixer, convnext.
+FORMATS_IN += ("timm_resnetv2",)  # timm BiT ResNetV2 -> bit_paper.
 FORMATS_OUT = ("npz", "orbax")
 
 # ---------------------------------------------------------------- npz/orbax
@@ -135,6 +143,44 @@ def _from_timm_nfnet(src, variant):
     raise ValueError(f"{src}: {e}") from e
 
 
+def _from_timm_resnetv2(src):
+  """(params, bit_paper kwargs, notes) via `convert_bit` (lazily imported)."""
+  from big_vision_like.tools import convert_bit  # pylint: disable=C0415
+  sd = convert_torch.load_torch_state_dict(src)
+  try:
+    params = convert_bit.timm_resnetv2_to_params(sd)
+    kw = convert_bit.timm_resnetv2_model_kwargs(sd)
+  except ValueError as e:  # Name the file.
+    raise ValueError(f"{src}: {e}") from e
+  notes = [("model_name bit_paper. Kernels scaled by 0.1: timm's weight "
+            "standardisation eps 1e-8 as bit_paper's 1e-10 (exact); "
+            "root_pool_pad='zero': timm's and the original BiT stem pool "
+            "(big_vision's default pads with -inf).")]
+  return params, kw, notes
+
+
+def _from_timm_mixer(src, variant=None, gelu="erf"):
+  """(params, mlp_mixer kwargs, notes) via `convert_mixer`."""
+  from big_vision_like.tools import convert_mixer  # pylint: disable=C0415
+  sd = convert_torch.load_torch_state_dict(src)
+  params, kw = convert_mixer.timm_mixer_to_params(
+      sd, variant=variant, gelu=gelu, where=src)
+  note = "model_name mlp_mixer (variant=None with these kwargs)."
+  return params, kw, [note, *convert_mixer.notes(params, kw)]
+
+
+def _from_timm_convnext(src, variant=None, gelu="erf", norm_eps=1e-6):
+  """(params, convnext kwargs, notes) via `convert_convnext`."""
+  from big_vision_like.tools import convert_convnext  # pylint: disable=C0415
+  sd = convert_torch.load_torch_state_dict(src)
+  params, kw = convert_convnext.timm_convnext_to_params(
+      sd, variant=variant, gelu=gelu, norm_eps=norm_eps, where=src)
+  note = ("model_name convnext (variant=None with these kwargs); "
+          f"gelu={kw['gelu']!r}, norm_eps={kw['norm_eps']}: not stored in "
+          "the weights (timm: exact erf GELU, eps 1e-6).")
+  return params, kw, [note]
+
+
 def _from_timm_vit(src, *, num_heads, variant, pool_type, pos_includes_cls,
                    gelu, norm_eps):
   ct = convert_torch
@@ -162,7 +208,9 @@ def convert(src, fmt_in, *, layout="keep", **kw):
     **kw: for "timm_vit": num_heads, variant, pool_type, pos_includes_cls,
       gelu (default "erf"), norm_eps (see `convert_torch.timm_vit_config`);
       for "open_clip": the keyword arguments of
-      `convert_open_clip.open_clip_to_params`; for "timm_nfnet": variant.
+      `convert_open_clip.open_clip_to_params`; for "timm_nfnet": variant;
+      for "timm_mixer": variant, gelu; for "timm_convnext": variant, gelu,
+      norm_eps.
       None values are dropped (the converters' defaults apply).
   """
   kw = {k: v for k, v in kw.items() if v is not None}
@@ -182,6 +230,12 @@ def convert(src, fmt_in, *, layout="keep", **kw):
         convert_torch.load_torch_state_dict(src), where=src, **kw)
   elif fmt_in == "timm_nfnet":
     params, model_kw = _from_timm_nfnet(src, kw.get("variant"))
+  elif fmt_in == "timm_mixer":
+    params, model_kw, notes = _from_timm_mixer(src, **kw)
+  elif fmt_in == "timm_convnext":
+    params, model_kw, notes = _from_timm_convnext(src, **kw)
+  elif fmt_in == "timm_resnetv2":
+    params, model_kw, notes = _from_timm_resnetv2(src)
   else:
     raise ValueError(f"Unknown input format {fmt_in!r}; known: {FORMATS_IN}.")
   if layout != "keep":
@@ -260,6 +314,15 @@ _TORCH_FLAGS = {
         "type": float, "help": "Text LayerNorm eps (default 1e-5; 1e-6 with "
         "a logit_bias, as open_clip's SigLIP configs)."}),
 }
+
+
+# timm_mixer and timm_convnext take --variant ("B/16"; "T", "V2-T") and
+# --gelu; timm_convnext also --norm_eps.
+for _flag, _formats in (("variant", ("timm_mixer", "timm_convnext")),
+                        ("gelu", ("timm_mixer", "timm_convnext")),
+                        ("norm_eps", ("timm_convnext",))):
+  _TORCH_FLAGS[_flag] = (_TORCH_FLAGS[_flag][0] + _formats,
+                         _TORCH_FLAGS[_flag][1])
 
 
 def parse_args(argv=None):
