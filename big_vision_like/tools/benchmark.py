@@ -67,6 +67,8 @@ TIMM_NAMES = {
     "convnext:T": "convnext_tiny",
     "convnext:S": "convnext_small",
     "convnext:B": "convnext_base",
+    "bit_paper:R50x1": "resnetv2_50x1_bit",
+    "bit_paper:R101x1": "resnetv2_101x1_bit",
 }
 
 

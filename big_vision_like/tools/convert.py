@@ -6,6 +6,9 @@ r"""Converts checkpoints between formats and from timm / open_clip weights.
       IN.npz OUT.npz
   python -m big_vision_like.tools.convert --from timm_vit --to npz \
       model.safetensors OUT.npz --variant B/16   # or --num_heads 12
+  python -m big_vision_like.tools.convert --from timm_vit --to npz \
+      deit_small_distilled_patch16_224.safetensors OUT.npz --variant S/16
+      # DeiT (deit_*, deit3_*; distilled: dist_token=True, head_dist)
   python -m big_vision_like.tools.convert --from open_clip --to orbax \
       open_clip_model.bin OUT_DIR   # OpenAI-pretrained weights: --gelu quick
   python -m big_vision_like.tools.convert --from open_clip --to npz \

@@ -3,7 +3,8 @@
 Reads a `.safetensors` file or a torch state dict into numpy arrays (bfloat16
 kept), checks it against the layout a converter expects (one error naming
 every missing, unexpected and mis-shaped key) and maps timm
-`VisionTransformer` weights to `vit` params. The pre-LN transformer block
+`VisionTransformer` weights (DeiT's `deit_*`, `deit3_*` and distilled
+`deit_*_distilled_*` too) to `vit` params. The pre-LN transformer block
 mapping (`block`) is shared with `convert_open_clip`. torch is imported only
 inside the functions that need it.
 
@@ -289,16 +290,17 @@ def _timm_heads(width, num_heads, variant, where):
                    "(--num_heads) or a variant such as 'B/16' (--variant).")
 
 
-def _timm_pos_has_cls(n, has_cls, pos_includes_cls, where):
-  """Whether timm's pos_embed (length n) has an entry for the class token."""
-  if not has_cls:
+def _timm_pos_has_cls(n, num_prefix, pos_includes_cls, where):
+  """Whether timm's pos_embed (length n) has entries for the `num_prefix`
+  class (and DeiT distillation) tokens."""
+  if not num_prefix:
     return False
   if pos_includes_cls is not None:
     return bool(pos_includes_cls)
   square = lambda m: m > 0 and math.isqrt(m) ** 2 == m
-  if square(n - 1) and not square(n):
+  if square(n - num_prefix) and not square(n):
     return True
-  if square(n) and not square(n - 1):
+  if square(n) and not square(n - num_prefix):
     return False
   raise ValueError(f"{where}: cannot tell whether pos_embed (length {n}) "
                    "includes the class token; pass pos_includes_cls "
@@ -323,9 +325,10 @@ def timm_vit_config(state_dict, *, num_heads=None, variant=None,
                     where="state dict"):
   """Infers this project's `vit` kwargs from a timm ViT state dict.
 
-  Width, depth, MLP size, patch size, class count, layer scale, `norm_pre`
-  and pooling come from the weights: `attn_pool.*` -> "map", a `cls_token`
-  -> "tok", else "gap" (`pool_type` overrides). Not stored, so passed in:
+  Width, depth, MLP size, patch size, class count, layer scale, `norm_pre`,
+  DeiT's distillation token (`dist_token` -> `dist_token=True`) and pooling
+  come from the weights: `attn_pool.*` -> "map", a `cls_token` -> "tok",
+  else "gap" (`pool_type` overrides). Not stored, so passed in:
   the number of heads (`num_heads`, or `variant` such as "Ti/16", whose
   sizes are cross-checked), `gelu` ("erf": timm's default; "quick" for its
   `*_clip_quickgelu_*` models) and `norm_eps` (None: 1e-5 with `norm_pre`,
@@ -364,6 +367,11 @@ def timm_vit_config(state_dict, *, num_heads=None, variant=None,
     cfg["layerscale"] = 1e-5  # Init value only; the weights are loaded.
   if norm_pre:
     cfg["norm_pre"] = True
+  if "dist_token" in sd:  # DeiT distilled (timm VisionTransformerDistilled).
+    if cfg["pool_type"] != "tok":
+      raise ValueError(f"{where}: a dist_token needs pool_type 'tok' (a "
+                       f"cls_token), got {cfg['pool_type']!r}.")
+    cfg["dist_token"] = True
   cfg["gelu"] = check_gelu(gelu)
   if norm_eps is None:
     norm_eps = 1e-5 if norm_pre else 1e-6
@@ -371,7 +379,7 @@ def timm_vit_config(state_dict, *, num_heads=None, variant=None,
   return cfg
 
 
-def _timm_expected(sd, cfg, pos_has_cls):
+def _timm_expected(sd, cfg, num_pos_prefix):
   d, mlp = cfg["width"], cfg["mlp_dim"]
   ph, pw = cfg["patch_size"]
   c = sd["patch_embed.proj.weight"].shape[1]
@@ -379,11 +387,14 @@ def _timm_expected(sd, cfg, pos_has_cls):
           "patch_embed.proj.bias": (d,), "norm.weight": (d,),
           "norm.bias": (d,)}
   if "pos_embed" in sd:
-    keys["pos_embed"] = (1, max(sd["pos_embed"].shape[1], 1 + pos_has_cls), d)
+    keys["pos_embed"] = (1, max(sd["pos_embed"].shape[1],
+                                1 + num_pos_prefix), d)
   else:
     keys["pos_embed"] = (1, "N", d)  # Reported missing.
   if cfg["pool_type"] == "tok":
     keys["cls_token"] = (1, 1, d)
+  if cfg.get("dist_token"):
+    keys["dist_token"] = (1, 1, d)
   if cfg.get("norm_pre"):
     keys.update({"norm_pre.weight": (d,), "norm_pre.bias": (d,)})
   for i in range(cfg["depth"]):
@@ -399,9 +410,10 @@ def _timm_expected(sd, cfg, pos_has_cls):
                  f"{a}norm.bias": (d,), f"{a}mlp.fc1.weight": (mlp, d),
                  f"{a}mlp.fc1.bias": (mlp,), f"{a}mlp.fc2.weight": (d, mlp),
                  f"{a}mlp.fc2.bias": (d,)})
-  if cfg["num_classes"]:
-    keys.update({"head.weight": (cfg["num_classes"], d),
-                 "head.bias": (cfg["num_classes"],)})
+  heads = ("head", "head_dist") if cfg.get("dist_token") else ("head",)
+  for head in heads if cfg["num_classes"] else ():
+    keys.update({f"{head}.weight": (cfg["num_classes"], d),
+                 f"{head}.bias": (cfg["num_classes"],)})
   if "patch_embed.proj.bias" not in sd:  # timm omits it with pre_norm.
     del keys["patch_embed.proj.bias"]
   return keys
@@ -428,11 +440,12 @@ def timm_vit_to_params(state_dict, *, num_heads=None, variant=None,
   Names follow big_vision: patch_embed.proj -> embedding (OIHW -> HWIO),
   norm_pre -> norm_pre, blocks.{i} -> Transformer/encoderblock_{i} (qkv
   split into query/key/value [D, H, D/H]), norm -> Transformer/encoder_norm,
-  attn_pool -> MAPHead_0, head -> head. timm adds pos_embed after
-  prepending the class token (its first entry is the class token's
-  position); here the class token is prepended after `pos_embedding`, so
-  that entry is folded into `cls` (exact). The model kwargs are
-  `timm_vit_config(...)`.
+  attn_pool -> MAPHead_0, head -> head; DeiT's distilled models
+  (`deit_*_distilled_*`) also dist_token -> dist, head_dist -> head_dist.
+  timm adds pos_embed after prepending the class (and distillation) token
+  (its first entries are their positions); here they are prepended after
+  `pos_embedding`, so those entries are folded into `cls` and `dist`
+  (exact). The model kwargs are `timm_vit_config(...)`.
 
   Args:
     state_dict: {name: torch tensor or numpy array}.
@@ -449,17 +462,21 @@ def timm_vit_to_params(state_dict, *, num_heads=None, variant=None,
   sd = as_numpy_state_dict(state_dict, where)
   cfg = timm_vit_config(sd, num_heads=num_heads, variant=variant,
                         pool_type=pool_type, where=where)
-  has_cls = cfg["pool_type"] == "tok"
+  # Tokens before the patches: cls (pool "tok"), then DeiT's dist token.
+  prefix = [("cls_token", "cls")] if cfg["pool_type"] == "tok" else []
+  prefix += [("dist_token", "dist")] if cfg.get("dist_token") else []
   n = sd["pos_embed"].shape[1] if "pos_embed" in sd else 0
-  pos_has_cls = n and _timm_pos_has_cls(n, has_cls, pos_includes_cls, where)
-  check_keys(sd, _timm_expected(sd, cfg, pos_has_cls), where, "timm ViT")
-  pos = sd["pos_embed"]  # [1, (1 +) h*w, D]
+  pos_has_cls = n and _timm_pos_has_cls(n, len(prefix), pos_includes_cls,
+                                        where)
+  skip = len(prefix) if pos_has_cls else 0  # pos_embed entries of prefix
+  check_keys(sd, _timm_expected(sd, cfg, skip), where, "timm ViT")
+  pos = sd["pos_embed"]  # [1, (prefix +) h*w, D]
   params = {"embedding": patch_embedding(sd["patch_embed.proj.weight"],
                                          sd.get("patch_embed.proj.bias")),
-            "pos_embedding": pos[:, int(pos_has_cls):]}
-  if has_cls:
-    cls = sd["cls_token"]
-    params["cls"] = (cls + pos[:, :1]).astype(cls.dtype) if pos_has_cls else cls
+            "pos_embedding": pos[:, skip:]}
+  for i, (key, name) in enumerate(prefix):
+    tok = sd[key]
+    params[name] = (tok + pos[:, i:i + 1]).astype(tok.dtype) if skip else tok
   if cfg.get("norm_pre"):
     params["norm_pre"] = ln(sd, "norm_pre")
   params["Transformer"] = encoder(sd, "blocks.", TIMM_BLOCK,
@@ -468,4 +485,6 @@ def timm_vit_to_params(state_dict, *, num_heads=None, variant=None,
     params["MAPHead_0"] = _timm_map_head(sd, cfg["num_heads"])
   if cfg["num_classes"]:
     params["head"] = dense(sd["head.weight"], sd["head.bias"])
+    if cfg.get("dist_token"):
+      params["head_dist"] = dense(sd["head_dist.weight"], sd["head_dist.bias"])
   return params

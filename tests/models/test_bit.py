@@ -369,6 +369,9 @@ def test_bit_release_npz_loads_and_gives_its_outputs(tmp_path):
   got, _ = _apply(model, common.merge_params(loaded, params))
   want, _ = _apply(model, params)
   np.testing.assert_array_equal(got, want)
+  # What config.model_init does with model_name "bit_paper".
+  got, _ = _apply(model, common.load_into(params, path, model="bit_paper"))
+  np.testing.assert_array_equal(got, want)
   assert bit_paper.from_big_transfer(params) is params  # Already bv names.
   with pytest.raises(ValueError, match=r"resnet/block1/unit01/d/group_norm"):
     bit_paper.from_big_transfer(
