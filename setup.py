@@ -27,7 +27,8 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.6,<4.10",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # filelock: JAX's lock around the tests' shared compilation cache.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "filelock>=3.12"],
         "notebooks": ["jupyter", "nbclient>=0.10", "nbformat>=5.10", "matplotlib"],
         "gpu": ["jax[cuda12]>=0.6,<0.11"],
         # gs:// through gcsfs (EPATH_USE_TF=false), and the local GCS server

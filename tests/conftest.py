@@ -21,6 +21,24 @@ if (os.environ.get("BVL_TEST_XLA_OPT") != "1" and
     "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]):
   os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 
+# One persistent XLA compilation cache for the whole session (pytest-xdist
+# workers and the training subprocesses inherit the variables): the same
+# tiny train and eval steps are compiled by dozens of tests and subprocesses.
+# The size limit turns on JAX's file lock around reads and writes, so
+# concurrent processes never read a half-written entry. A bad entry is only
+# a warning and a recompile. BVL_TEST_NO_JAX_CACHE=1 turns it off.
+if (os.environ.get("BVL_TEST_NO_JAX_CACHE") != "1"
+    and "JAX_COMPILATION_CACHE_DIR" not in os.environ):
+  import atexit  # noqa: E402
+  import shutil  # noqa: E402
+  import tempfile  # noqa: E402
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+      prefix="bvl_test_jax_cache_")
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
+  os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 << 30)
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"],
+                  ignore_errors=True)
+
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -505,7 +505,7 @@ CASES = [
      ExitError, r"configs/vit_digitz\.py\s+\[Errno 2\] No such file"),
     ("cli_bad_config_arg",
      _cli(_TRAIN, f"--config={CONFIG}:shrt", "--workdir={tmp}/w"), ExitError,
-     r"Unknown config argument 'shrt' in 'shrt'; known: \['ema', 'grad_accum', 'short', 'tune'\]"),
+     r"Unknown config argument 'shrt' in 'shrt'; known: \['bf16', 'ema', 'grad_accum', 'short', 'tune'\]"),
     # pp strings (the full table of arguments: tests/pp/test_bad_arguments).
     ("pp_unknown_op", _config(input__pp="decode|resize_tiny(16)"), ValueError,
      r"Unknown pp op 'resize_tiny' in pp string 'decode\|resize_tiny\(16\)'\. "

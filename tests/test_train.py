@@ -286,13 +286,14 @@ def test_bfloat16_training_of_the_digits_vit(tmp_path):
   """bf16 params, matmuls and Adam first moment still learn the digits.
 
   On one device, in a subprocess: with 8 simulated devices on 2 cores, the
-  bf16 step's all-reduce can miss XLA:CPU's 40 s rendezvous timeout.
+  bf16 step's all-reduce can miss XLA:CPU's 40 s rendezvous timeout. With
+  XLA's optimisations: unoptimised bf16 code is several times slower.
   """
-  env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"].replace(
-      "device_count=8", "device_count=1")}
-  overrides = dict(total_steps=200, log_training_steps=100, ckpt_steps=200)
-  overrides.update({"schedule.warmup_steps": 20,
-                    "evals.validation.log_steps": 200})
+  env = {**os.environ,
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  overrides = dict(total_steps=150, log_training_steps=150, ckpt_steps=150)
+  overrides.update({"schedule.warmup_steps": 15,
+                    "evals.validation.log_steps": 150})
   subprocess.run(
       [sys.executable, "-m", "big_vision_like.train",
        "--config", f"{CONFIG}:tune,bf16", "--workdir", str(tmp_path)]
@@ -300,8 +301,8 @@ def test_bfloat16_training_of_the_digits_vit(tmp_path):
       env=env, check=True, capture_output=True, timeout=600)
   final = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl"))
            if "validation/prec@1" in r][-1]
-  assert final["step"] == 200
-  assert final["validation/prec@1"] >= 0.5, final  # 66.7% here; chance 10%
+  assert final["step"] == 150
+  assert final["validation/prec@1"] >= 0.4, final  # 56.7% here; chance 10%
   params = checkpoint.load_params(str(tmp_path))
   assert {np.asarray(p).dtype.name for p in jax.tree.leaves(params)} == {
       "bfloat16"}
