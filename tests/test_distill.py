@@ -5,7 +5,6 @@ Tiny fake models (a few dense layers) keep compiles short; one end-to-end
 run uses the digits ViT of tests/test_train.py.
 """
 
-import os
 import shutil
 
 import flax.linen as nn
