@@ -18,12 +18,14 @@ parallel, ~10% faster than one device for these small steps):
   python -m big_vision_like.train --config configs/siglip_shapes.py:loss=softmax \
       --workdir workdirs/clip_shapes
 
-Runtime: 383 s of training in `make demo` (3,100 steps, ~8 steps/s,
+Runtime: 346 s of training in `make demo` (3,100 steps, ~9 steps/s,
 compilation, evaluations and the ~17 s of decoding and tokenising the
-cached data before the first step included) on a 2-core CPU (2026-12-02),
-after about a minute preparing the data. Result (sigmoid, seed 0): zero-shot
-top-1 94.3% over the 24 colour x shape classes of the 1,000 test images;
-image-to-text Recall@1 96.0% with identical caption strings de-duplicated.
+cached data before the first step included) on a 2-core CPU (2026-12-03,
+with models/attention.py; 383 s the day before), after about a minute
+preparing the data. Result (sigmoid, seed 0): zero-shot top-1 94.6% over
+the 24 colour x shape classes of the 1,000 test images; image-to-text
+Recall@1 95.9% with identical caption strings de-duplicated (94.3% / 96.0%
+the day before).
 With the input order before 2026-12-02 (one shuffle buffer over the share,
 not permuted blocks): seed 0 94.5% / 95.3% (385 s; 10.8% without
 de-duplication); seeds 1, 2, 3 (`--config.seed=N`): 95.2% / 96.3% (381 s),

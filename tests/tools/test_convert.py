@@ -15,7 +15,6 @@ model kwargs the converters return must reproduce them.
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -26,6 +25,7 @@ import pytest
 from big_vision_like import checkpoint, tools
 from big_vision_like.models import common, two_towers, vit
 from big_vision_like.tools import convert, convert_open_clip, convert_torch
+from tests import torch_refs
 
 TOL = 2e-5  # timm logits (of order one; measured <= 6e-6).
 CLIP_TOL = 1e-5  # open_clip embeddings (of order one; measured <= 3e-6).
@@ -152,24 +152,13 @@ def refs(tmp_path_factory):
   """Directory of the torch references (built once, in a subprocess)."""
   if not HAVE["torch"] or not (HAVE["timm"] or HAVE["open_clip"]):
     pytest.skip("needs torch and timm or open_clip")
-  out = str(tmp_path_factory.mktemp("torch_refs"))
-  root = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  env = {**os.environ, "PYTHONPATH": root}
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), out],
-                        cwd=root, env=env, capture_output=True, text=True,
-                        timeout=300, check=False)
-  if proc.returncode:
-    pytest.fail(f"building the torch references failed:\n{proc.stderr[-3000:]}")
-  return out
+  return torch_refs.build(__file__, str(tmp_path_factory.mktemp("torch")),
+                          "torch references")
 
 
 def _case(refs_dir, name):
   """(state dict, other arrays) of a case written by `_make_refs`."""
-  with np.load(os.path.join(refs_dir, f"{name}.npz")) as data:
-    arrays = {k: data[k] for k in data.files}
-  sd = {k[3:]: v for k, v in arrays.items() if k.startswith("sd/")}
-  return sd, {k: v for k, v in arrays.items() if not k.startswith("sd/")}
+  return torch_refs.load_case(refs_dir, name)
 
 
 # ---------------------------------------------------------------- helpers

@@ -19,7 +19,6 @@ import functools
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -30,6 +29,7 @@ import pytest
 from big_vision_like import checkpoint, tree_util
 from big_vision_like.models import bit, bit_paper
 from big_vision_like.tools import convert, convert_bit
+from tests import torch_refs
 
 HAVE_TIMM = all(importlib.util.find_spec(m) is not None
                 for m in ("torch", "timm"))
@@ -91,15 +91,7 @@ def refs(tmp_path_factory):
   """(tiny arrays, published dict, tiny.pth path), built in a subprocess."""
   if not HAVE_TIMM:
     pytest.skip("needs torch and timm")
-  out = str(tmp_path_factory.mktemp("bit_refs"))
-  root = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  proc = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), out], cwd=root,
-      env={**os.environ, "PYTHONPATH": root}, capture_output=True, text=True,
-      timeout=300, check=False)
-  if proc.returncode:
-    pytest.fail(f"building the timm references failed:\n{proc.stderr[-3000:]}")
+  out = torch_refs.build(__file__, str(tmp_path_factory.mktemp("bit")))
   with np.load(os.path.join(out, "tiny.npz")) as data:
     tiny = {k: data[k] for k in data.files}
   with open(os.path.join(out, "published.json")) as f:

@@ -10,7 +10,6 @@ dicts in-process and compare this project's logits with timm's.
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -20,6 +19,7 @@ import pytest
 from big_vision_like import checkpoint
 from big_vision_like.models import vit
 from big_vision_like.tools import convert, convert_torch
+from tests import torch_refs
 
 # Found, not imported: importing timm after TensorFlow can crash.
 if not all(importlib.util.find_spec(m) for m in ("torch", "timm",
@@ -71,23 +71,11 @@ def _make_refs(out):
 
 @pytest.fixture(scope="module")
 def refs(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp("deit_refs"))
-  root = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), out],
-                        cwd=root, env={**os.environ, "PYTHONPATH": root},
-                        capture_output=True, text=True, timeout=300,
-                        check=False)
-  if proc.returncode:
-    pytest.fail(f"building the timm references failed:\n{proc.stderr[-3000:]}")
-  return out
+  return torch_refs.build(__file__, str(tmp_path_factory.mktemp("deit")))
 
 
 def _case(refs_dir, name):
-  with np.load(os.path.join(refs_dir, f"{name}.npz")) as data:
-    arrays = {k: data[k] for k in data.files}
-  sd = {k[3:]: v for k, v in arrays.items() if k.startswith("sd/")}
-  return sd, {k: v for k, v in arrays.items() if not k.startswith("sd/")}
+  return torch_refs.load_case(refs_dir, name)
 
 
 def _run(params, cfg, x, train=False):

@@ -11,7 +11,6 @@ convert the state dicts it writes in-process.
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -21,6 +20,7 @@ import pytest
 from big_vision_like import checkpoint
 from big_vision_like.models import convnext, mlp_mixer
 from big_vision_like.tools import convert, convert_convnext, convert_mixer
+from tests import torch_refs
 
 HAVE_TIMM = all(importlib.util.find_spec(m) is not None
                 for m in ("torch", "timm", "safetensors"))
@@ -87,24 +87,13 @@ def refs(tmp_path_factory):
   """Directory of the timm references (built once, in a subprocess)."""
   if not HAVE_TIMM:
     pytest.skip("needs torch, timm and safetensors")
-  out = str(tmp_path_factory.mktemp("timm_mixer_convnext"))
-  root = os.path.dirname(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))))
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), out],
-                        cwd=root, env={**os.environ, "PYTHONPATH": root},
-                        capture_output=True, text=True, timeout=300,
-                        check=False)
-  if proc.returncode:
-    pytest.fail(f"building the timm references failed:\n{proc.stderr[-3000:]}")
-  return out
+  return torch_refs.build(__file__,
+                          str(tmp_path_factory.mktemp("mixer_convnext")))
 
 
 def _case(refs_dir, name):
   """(state dict, other arrays) of a case written by `_make_refs`."""
-  with np.load(os.path.join(refs_dir, f"{name}.npz")) as data:
-    arrays = {k: data[k] for k in data.files}
-  sd = {k[3:]: v for k, v in arrays.items() if k.startswith("sd/")}
-  return sd, {k: v for k, v in arrays.items() if not k.startswith("sd/")}
+  return torch_refs.load_case(refs_dir, name)
 
 
 def _logits(model, params, x_nchw):
