@@ -21,6 +21,11 @@ def tree_names(tree):
           for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+def flatten(tree):
+  """{"a/b/c": leaf} of `tree` (a flat dict of such names passes through)."""
+  return dict(zip(tree_names(tree), jax.tree.leaves(tree)))
+
+
 def tree_map_with_names(fn, tree, *rest):
   """Like `jax.tree.map`, but calls `fn(name, leaf, *rest_leaves)`."""
   return jax.tree_util.tree_map_with_path(

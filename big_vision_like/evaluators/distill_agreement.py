@@ -14,10 +14,9 @@ teacher's. The teacher's params come from the train state
 models on the same batch.
 """
 
-import jax.numpy as jnp
-
 from big_vision_like.evaluators import common
 from big_vision_like.evaluators.classification import topk_correct
+from big_vision_like.losses.distillation import agreement
 from big_vision_like.losses.distillation import select
 from big_vision_like.pp import builder as pp_builder
 from big_vision_like.registry import EVALUATORS
@@ -54,8 +53,7 @@ class Evaluator:
       student, teacher = predict_fn(train_state, batch)
       s = select(student, student_output)  # [B, C]
       t = select(teacher, teacher_output, "teacher")  # [B, C]
-      out = {"agreement": (jnp.argmax(s, -1) == jnp.argmax(t, -1)).astype(
-          jnp.float32)}
+      out = {"agreement": agreement(s, t)}
       if label_key is not None:
         out["student_prec@1"] = topk_correct(s, batch[label_key], 1)
         out["teacher_prec@1"] = topk_correct(t, batch[label_key], 1)

@@ -82,9 +82,10 @@ def cosine_distance(student, teacher):
   return 1.0 - dot / jnp.maximum(norms, 1e-12)
 
 
-def _agreement(student_logits, teacher_logits):
-  return jnp.mean((jnp.argmax(student_logits, -1) ==
-                   jnp.argmax(teacher_logits, -1)).astype(jnp.float32))
+def agreement(student_logits, teacher_logits):
+  """1.0 where the student's top-1 class is the teacher's, per example."""
+  return (jnp.argmax(student_logits, -1) ==
+          jnp.argmax(teacher_logits, -1)).astype(jnp.float32)
 
 
 def _example_mean(fn):
@@ -110,7 +111,7 @@ def kl_objective(student, teacher, *, temperature=1.0,
   s = select(student, student_output)
   t = select(teacher, teacher_output, "teacher")
   return (jnp.mean(kl_divergence(s, t, temperature)),
-          {"teacher_agreement": _agreement(s, t)})
+          {"teacher_agreement": jnp.mean(agreement(s, t))})
 
 
 @DISTILL_LOSSES.register("deit_hard")
@@ -122,7 +123,7 @@ def deit_hard_objective(student, teacher, *,
   s = select(student, student_output)
   t = select(teacher, teacher_output, "teacher")
   return (jnp.mean(hard_xent(s, t, label_smoothing)),
-          {"teacher_agreement": _agreement(s, t)})
+          {"teacher_agreement": jnp.mean(agreement(s, t))})
 
 
 @DISTILL_LOSSES.register("embedding_cosine")

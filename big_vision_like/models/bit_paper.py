@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_like import tree_util
 from big_vision_like.models import bit, common
 from big_vision_like.registry import MODELS
 
@@ -201,18 +202,6 @@ _CONV = "standardized_conv2d"
 _UNIT = re.compile(r"(block\d+)/(unit\d+)/([abc])/(.+)")
 
 
-def _flat_names(tree, prefix=""):
-  """{"a/b/c": leaf} of a nested dict (already flat dicts pass through)."""
-  out = {}
-  for k, v in tree.items():
-    name = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flat_names(v, name + "/"))
-    else:
-      out[name] = v
-  return out
-
-
 def _gn_leaf(value):
   return np.asarray(value).reshape(1, 1, 1, -1)
 
@@ -265,7 +254,7 @@ def from_big_transfer(params):
   Raises:
     ValueError: naming every `resnet/` entry with no `bit_paper` param.
   """
-  flat = _flat_names(params)
+  flat = tree_util.flatten(params)
   if not any(k.startswith("resnet/") for k in flat):
     return params
   out, unknown = {}, []

@@ -181,8 +181,8 @@ def merge_params(loaded, init, *, dont_load=(), where=""):
     dont_load = (dont_load,)
   patterns = [re.compile(p) for p in dont_load]
   skip = lambda name: any(p.fullmatch(name) for p in patterns)  # noqa: E731
-  flat_loaded = dict(zip(tree_util.tree_names(loaded), jax.tree.leaves(loaded)))
-  flat_init = dict(zip(tree_util.tree_names(init), jax.tree.leaves(init)))
+  flat_loaded = tree_util.flatten(loaded)
+  flat_init = tree_util.flatten(init)
 
   missing = [n for n in flat_init if n not in flat_loaded and not skip(n)]
   unexpected = [n for n in flat_loaded if n not in flat_init and not skip(n)]

@@ -61,7 +61,7 @@ FORMATS_OUT = ("npz", "orbax")
 
 def flatten(params):
   """A nested dict of arrays -> {"a/b/c": array}."""
-  return dict(zip(tree_util.tree_names(params), jax.tree.leaves(params)))
+  return tree_util.flatten(params)
 
 
 def _npz_value(x):

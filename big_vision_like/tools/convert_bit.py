@@ -38,24 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_like import tree_util
 from big_vision_like.models import bit, bit_paper
+from big_vision_like.tools import convert_torch as ct
 
 TIMM_WS_EPS = 1e-8  # timm's `_create_resnetv2_bit`: StdConv2d(eps=1e-8).
 _BLOCK = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)")
 _UNIT_PARAM = re.compile(
     r"(norm[123])\.(weight|bias)|(conv[123]|downsample\.conv)\.weight")
-
-
-def _numpy(value):
-  if hasattr(value, "detach"):  # torch.Tensor
-    value = value.detach().cpu().float().numpy()
-  return np.asarray(value, np.float32)
-
-
-def _normalise(state_dict):
-  """{name: float32 array}, without a DataParallel "module." prefix."""
-  return {k.removeprefix("module."): _numpy(v) for k, v in state_dict.items()}
 
 
 def _conv(w):
@@ -117,7 +106,7 @@ def timm_resnetv2_model_kwargs(state_dict):
     dict(num_classes (None without a head), depth (a standard depth, or a
     list of units per stage), width, root_pool_pad="zero").
   """
-  sd = _normalise(state_dict)
+  sd = ct.float32_state_dict(state_dict)
   if any(k.endswith("running_mean") for k in sd):
     raise ValueError("A BatchNorm ResNetV2 (timm `resnetv2_50`, ...) is not "
                      "BiT: only GroupNorm + StdConv2d models (`resnetv2_*_bit`"
@@ -137,40 +126,8 @@ def timm_resnetv2_model_kwargs(state_dict):
 
 def _expected_shapes(kw):
   """{name: shape} of the params of the bit_paper model built from `kw`."""
-  model = bit_paper.Model(**kw)
-  img = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-  params = jax.eval_shape(model.init, jax.random.key(0), img)["params"]
-  return dict(zip(tree_util.tree_names(params),
-                  (p.shape for p in jax.tree.leaves(params))))
-
-
-def _problems(params, unmapped, expected):
-  """Lines listing unmapped keys, missing/extra params and bad shapes."""
-  names = dict(zip(tree_util.tree_names(params), jax.tree.leaves(params)))
-  missing = sorted(set(expected) - set(names))
-  extra = sorted(set(names) - set(expected))
-  misshaped = sorted(f"{n}: got {names[n].shape}, expected {expected[n]}"
-                     for n in set(names) & set(expected)
-                     if tuple(names[n].shape) != tuple(expected[n]))
-  lines = []
-  for title, items in (("timm keys with no bit_paper param", unmapped),
-                       ("bit_paper params missing from the state dict",
-                        missing),
-                       ("converted params the model does not have", extra),
-                       ("shapes differ", misshaped)):
-    if items:
-      lines.append(f"  {title} ({len(items)}):")
-      lines += [f"    {x}" for x in items[:40]]
-      if len(items) > 40:
-        lines.append(f"    ... and {len(items) - 40} more")
-  return lines
-
-
-def _set(tree, path, value):
-  node = tree
-  for k in path[:-1]:
-    node = node.setdefault(k, {})
-  node[path[-1]] = value
+  return ct.param_shapes(bit_paper.Model(**kw),
+                         jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
 
 
 def timm_resnetv2_to_params(state_dict, *, timm_eps=TIMM_WS_EPS):
@@ -192,7 +149,7 @@ def timm_resnetv2_to_params(state_dict, *, timm_eps=TIMM_WS_EPS):
     ValueError: naming every timm key that maps to no param, every model
       param the state dict lacks and every shape mismatch, in one message.
   """
-  sd = _normalise(state_dict)
+  sd = ct.float32_state_dict(state_dict)
   kw = timm_resnetv2_model_kwargs(sd)
   scale = np.float32(np.sqrt(bit_paper.WS_EPS / timm_eps)) if timm_eps else 1
   params, unmapped = {}, []
@@ -204,12 +161,12 @@ def timm_resnetv2_to_params(state_dict, *, timm_eps=TIMM_WS_EPS):
     path, value = mapped
     if path[-1] == "kernel" and value.ndim == 4:
       value = value * scale
-    _set(params, path, np.ascontiguousarray(value, np.float32))
+    ct.set_path(params, path, np.ascontiguousarray(value, np.float32))
   try:
     expected = _expected_shapes(kw)
   except ValueError as e:  # E.g. a width GroupNorm cannot split.
     raise ValueError(f"timm_resnetv2_to_params: {e}") from None
-  problems = _problems(params, unmapped, expected)
+  problems = ct.param_problems(params, unmapped, expected, "bit_paper")
   if problems:
     raise ValueError("timm_resnetv2_to_params: the state dict does not match "
                      f"the bit_paper model {kw}:\n" + "\n".join(problems))

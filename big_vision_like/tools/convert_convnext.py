@@ -30,12 +30,6 @@ from big_vision_like.tools import convert_torch as ct
 WHAT = "timm ConvNeXt"
 
 
-def _normalise(state_dict, where):
-  """{name: numpy array} without DataParallel `module.` prefixes."""
-  sd = ct.as_numpy_state_dict(state_dict, where)
-  return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
 def _depths(sd):
   depths = []
   while any(k.startswith(f"stages.{len(depths)}.") for k in sd):
@@ -70,7 +64,7 @@ def timm_convnext_model_kwargs(state_dict, *, variant=None, gelu="erf",
     layerscale, norm_eps, gelu and num_classes (None without a head), for
     `convnext.Model(variant=None, **kwargs)`.
   """
-  sd = _normalise(state_dict, where)
+  sd = ct.numpy_state_dict(state_dict, where)
   _refuse_other_layouts(sd, where)
   stem = ct.require(sd, "stem.0.weight", where, WHAT)  # [C0, 3, p, p]
   depths = _depths(sd)
@@ -179,7 +173,7 @@ def timm_convnext_to_params(state_dict, *, variant=None, gelu="erf",
       message, timm layouts that cannot be represented, or how the weights
       differ from `variant`.
   """
-  sd = _normalise(state_dict, where)
+  sd = ct.numpy_state_dict(state_dict, where)
   kw = timm_convnext_model_kwargs(sd, variant=variant, gelu=gelu,
                                   norm_eps=norm_eps, where=where)
   fc_4d = sd["stages.0.blocks.0.mlp.fc1.weight"].ndim == 4

@@ -29,12 +29,6 @@ from big_vision_like.tools import convert_torch as ct
 WHAT = "timm MLP-Mixer"
 
 
-def _normalise(state_dict, where):
-  """{name: numpy array} without DataParallel `module.` prefixes."""
-  sd = ct.as_numpy_state_dict(state_dict, where)
-  return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
 def _refuse_other_models(sd, where):
   ct.refuse(sd, ("stem.norm.",), where,
             "a normalised stem (timm stem_norm=True)")
@@ -60,7 +54,7 @@ def timm_mixer_model_kwargs(state_dict, *, variant=None, gelu="erf",
     channels_mlp_dim, gelu and num_classes (None without a head), for
     `mlp_mixer.Model(variant=None, **kwargs)`.
   """
-  sd = _normalise(state_dict, where)
+  sd = ct.numpy_state_dict(state_dict, where)
   _refuse_other_models(sd, where)
   stem = ct.require(sd, "stem.proj.weight", where, WHAT)  # [D, C, ph, pw]
   tok = ct.require(sd, "blocks.0.mlp_tokens.fc1.weight", where, WHAT)
@@ -131,7 +125,7 @@ def timm_mixer_to_params(state_dict, *, variant=None, gelu="erf",
       message, the parts of other timm models that cannot be represented,
       or how the weights differ from `variant`.
   """
-  sd = _normalise(state_dict, where)
+  sd = ct.numpy_state_dict(state_dict, where)
   kw = timm_mixer_model_kwargs(sd, variant=variant, gelu=gelu, where=where)
   tokens = int(sd["blocks.0.mlp_tokens.fc1.weight"].shape[1])
   ct.check_keys(sd, _expected(kw, tokens), where, WHAT)

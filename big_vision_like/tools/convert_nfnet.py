@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_like import tree_util
 from big_vision_like.models import nfnet
+from big_vision_like.tools import convert_torch as ct
 
 _STEM = re.compile(r"stem\.conv(\d)\.(weight|bias|gain)")
 _BLOCK = re.compile(r"stages\.(\d+)\.(\d+)\.(.+)")
@@ -45,12 +45,6 @@ _BLOCK_CONV = re.compile(r"(conv1|conv2|conv2b|conv3|downsample\.conv)\."
                          r"(weight|bias|gain)")
 _SE = re.compile(r"attn_last\.(fc1|fc2)\.(weight|bias)")
 _TOP = re.compile(r"(final_conv)\.(weight|bias|gain)|head\.fc\.(weight|bias)")
-
-
-def _numpy(value):
-  if hasattr(value, "detach"):  # torch.Tensor
-    value = value.detach().cpu().float().numpy()
-  return np.asarray(value)
 
 
 def _conv_leaf(kind, value):
@@ -105,12 +99,6 @@ def _depths(sd):
     depths.append(max(blocks) + 1)
 
 
-def _normalise(state_dict):
-  """{name: float32 numpy array}, without a DataParallel "module." prefix."""
-  return {k.removeprefix("module."): _numpy(v).astype(np.float32)
-          for k, v in state_dict.items()}
-
-
 def _shape(sd, key):
   if key not in sd:
     raise ValueError(f"Not a timm NFNet-F state dict: no {key!r} (keys: "
@@ -129,7 +117,7 @@ def timm_nfnet_model_kwargs(state_dict):
     A dict of depths, widths, stem_widths, group_size, bottleneck, se_ratio,
     final_conv_mult, conv_padding and num_classes (None without a head).
   """
-  sd = _normalise(state_dict)
+  sd = ct.float32_state_dict(state_dict)
   depths = _depths(sd)
   if len(depths) != 4:
     raise ValueError("Not a timm NFNet-F state dict: expected 4 stages "
@@ -164,20 +152,10 @@ def _check_variant(kw, variant):
                      f"widths={want['widths']}.")
 
 
-def _set(tree, path, value):
-  node = tree
-  for k in path[:-1]:
-    node = node.setdefault(k, {})
-  node[path[-1]] = value
-
-
 def _expected_shapes(kw):
   """{name: shape} of the params of the nfnet model built from `kw`."""
-  model = nfnet.Model(variant=None, **kw)
-  img = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-  params = jax.eval_shape(model.init, jax.random.key(0), img)["params"]
-  return dict(zip(tree_util.tree_names(params),
-                  (p.shape for p in jax.tree.leaves(params))))
+  return ct.param_shapes(nfnet.Model(variant=None, **kw),
+                         jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
 
 
 def _fold_gamma(params, act="gelu"):
@@ -196,27 +174,6 @@ def _fold_gamma(params, act="gelu"):
       node["gain"] = node["gain"] * gamma
   if "kernel" in params.get("head", {}):
     params["head"]["kernel"] = params["head"]["kernel"] / gamma
-
-
-def _problems(params, unmapped, expected):
-  """Lines listing unmapped keys, missing/extra params and bad shapes."""
-  names = dict(zip(tree_util.tree_names(params), jax.tree.leaves(params)))
-  missing = sorted(set(expected) - set(names))
-  extra = sorted(set(names) - set(expected))
-  misshaped = sorted(f"{n}: got {names[n].shape}, expected {expected[n]}"
-                     for n in set(names) & set(expected)
-                     if tuple(names[n].shape) != tuple(expected[n]))
-  lines = []
-  for title, items in (("timm keys with no nfnet param", unmapped),
-                       ("nfnet params missing from the state dict", missing),
-                       ("converted params the model does not have", extra),
-                       ("shapes differ", misshaped)):
-    if items:
-      lines.append(f"  {title} ({len(items)}):")
-      lines += [f"    {x}" for x in items[:40]]
-      if len(items) > 40:
-        lines.append(f"    ... and {len(items) - 40} more")
-  return lines
 
 
 def _fold_timm_eps(node, eps):
@@ -251,7 +208,7 @@ def timm_nfnet_to_params(state_dict, variant=None, *, timm_eps=1e-5):
       param the state dict lacks and every shape mismatch, in one message;
       or saying how the state dict differs from `variant`.
   """
-  sd = _normalise(state_dict)
+  sd = ct.float32_state_dict(state_dict)
   kw = timm_nfnet_model_kwargs(sd)
   if variant is not None:
     _check_variant(kw, variant)
@@ -261,7 +218,7 @@ def timm_nfnet_to_params(state_dict, variant=None, *, timm_eps=1e-5):
     if mapped is None:
       unmapped.append(key)
     else:
-      _set(params, *mapped)
+      ct.set_path(params, *mapped)
   if kw["conv_padding"] == "symmetric":  # timm nfnet_f*: no SkipInit.
     for stage, blocks in params.items():
       for block in blocks.values() if stage.startswith("stage_") else ():
@@ -269,7 +226,8 @@ def timm_nfnet_to_params(state_dict, variant=None, *, timm_eps=1e-5):
     _fold_gamma(params)
   if timm_eps:
     _fold_timm_eps(params, timm_eps)
-  problems = _problems(params, unmapped, _expected_shapes(kw))
+  problems = ct.param_problems(params, unmapped, _expected_shapes(kw),
+                               "nfnet")
   if problems:
     raise ValueError("timm_nfnet_to_params: the state dict does not match "
                      f"the nfnet model {kw}:\n" + "\n".join(problems))

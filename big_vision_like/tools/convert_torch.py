@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from big_vision_like import fs
+from big_vision_like import tree_util
 from big_vision_like.models import vit
 
 # ---------------------------------------------------------------- loading
@@ -73,6 +74,22 @@ def as_numpy_state_dict(state_dict, where="state dict"):
   if bad:
     raise ValueError(f"{where}: entries that are not tensors: {bad[:20]}.")
   return out
+
+
+def numpy_state_dict(state_dict, where="state dict"):
+  """`as_numpy_state_dict`, without DataParallel `module.` key prefixes."""
+  sd = as_numpy_state_dict(state_dict, where)
+  return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def float32_state_dict(state_dict):
+  """{name: float32 numpy array} of tensors or arrays, `module.` stripped."""
+  def to_numpy(value):
+    if hasattr(value, "detach"):  # torch.Tensor
+      value = value.detach().cpu().float().numpy()
+    return np.asarray(value, np.float32)
+  return {k.removeprefix("module."): to_numpy(v)
+          for k, v in state_dict.items()}
 
 
 def _unwrap(obj, where):
@@ -139,6 +156,52 @@ def check_keys(sd, expected, where, what):
       lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:20])
                    + (" ..." if len(keys) > 20 else ""))
   raise ValueError("\n".join(lines))
+
+
+def set_path(tree, path, value):
+  """tree[path[0]]...[path[-1]] = value, creating the nested dicts."""
+  node = tree
+  for k in path[:-1]:
+    node = node.setdefault(k, {})
+  node[path[-1]] = value
+
+
+def param_shapes(model, *inputs):
+  """{name: shape} of `model`'s params for abstract `inputs` (no FLOPs)."""
+  params = jax.eval_shape(model.init, jax.random.key(0), *inputs)["params"]
+  return {n: p.shape for n, p in tree_util.flatten(params).items()}
+
+
+def param_problems(params, unmapped, expected, model_name):
+  """Lines listing unmapped keys, missing/extra params and bad shapes.
+
+  Args:
+    params: the converted nested params.
+    unmapped: state-dict keys that map to no param.
+    expected: {name: shape} of the model's params (`param_shapes`).
+    model_name: the registered model, for the titles.
+
+  Returns:
+    Message lines, empty when the params are exactly the model's.
+  """
+  names = tree_util.flatten(params)
+  missing = sorted(set(expected) - set(names))
+  extra = sorted(set(names) - set(expected))
+  misshaped = sorted(f"{n}: got {names[n].shape}, expected {expected[n]}"
+                     for n in set(names) & set(expected)
+                     if tuple(names[n].shape) != tuple(expected[n]))
+  lines = []
+  for title, items in (
+      (f"timm keys with no {model_name} param", unmapped),
+      (f"{model_name} params missing from the state dict", missing),
+      ("converted params the model does not have", extra),
+      ("shapes differ", misshaped)):
+    if items:
+      lines.append(f"  {title} ({len(items)}):")
+      lines += [f"    {x}" for x in items[:40]]
+      if len(items) > 40:
+        lines.append(f"    ... and {len(items) - 40} more")
+  return lines
 
 
 def require(sd, key, where, what):
