@@ -89,11 +89,8 @@ def timm_convnext_model_kwargs(state_dict, *, variant=None, gelu="erf",
       "num_classes": None if head is None else int(head.shape[0]),
   }
   if variant is not None:
-    want = convnext.decode_variant(variant)
-    got = {k: kw[k] for k in want}
-    if got != want:
-      raise ValueError(f"{where}: the weights are not ConvNeXt {variant}: "
-                       f"they have {got}, {variant} has {want}.")
+    ct.check_variant(kw, convnext.decode_variant(variant), where,
+                     f"ConvNeXt {variant}")
   return kw
 
 

@@ -70,11 +70,8 @@ def timm_mixer_model_kwargs(state_dict, *, variant=None, gelu="erf",
       "num_classes": None if head is None else int(head.shape[0]),
   }
   if variant is not None:
-    want = mlp_mixer.decode_variant(variant)
-    got = {k: kw[k] for k in want}
-    if got != want:
-      raise ValueError(f"{where}: the weights are not Mixer-{variant}: they "
-                       f"have {got}, {variant} has {want}.")
+    ct.check_variant(kw, mlp_mixer.decode_variant(variant), where,
+                     f"Mixer-{variant}")
   return kw
 
 

@@ -204,6 +204,21 @@ def param_problems(params, unmapped, expected, model_name):
   return lines
 
 
+def check_variant(kw, variant_kw, where, what):
+  """Raises unless `kw` has the values `variant_kw` decodes to.
+
+  Args:
+    kw: the model kwargs read from the state dict.
+    variant_kw: the kwargs the requested variant decodes to.
+    where: the file (or "state dict"), for the message.
+    what: the variant's full name, e.g. "Mixer-B/16".
+  """
+  got = {k: kw[k] for k in variant_kw}
+  if got != variant_kw:
+    raise ValueError(f"{where}: the weights are not {what}: they have {got}, "
+                     f"{what} has {variant_kw}.")
+
+
 def require(sd, key, where, what):
   """sd[key], or an error saying the state dict is not a `what`."""
   if key not in sd:
