@@ -98,14 +98,18 @@ def _einsum_attention(q, k, v, bias, mask, dropout, deterministic):
   return jnp.einsum("bhts,bhsd->bhtd", weights, v)  # [B, H, T, d]
 
 
-def _fused_attention(q, k, v, bias, mask, implementation):
-  """q [B, T, H, d], k, v [B, S, H, d] (q pre-scaled) -> [B, T, H, d]."""
+def _fused_attention(q, k, v, bias, mask, implementation, xla_fallback):
+  """q [B, T, H, d], k, v [B, S, H, d] (q pre-scaled) -> [B, T, H, d].
+
+  With `xla_fallback`, inputs the implementation rejects (checked at trace
+  time: shapes, dtypes, GPU) run on "xla" instead.
+  """
   run = lambda impl: jax.nn.dot_product_attention(
       q, k, v, bias=bias, mask=mask, scale=1.0, implementation=impl)
-  if implementation != "auto-cudnn":
+  if not xla_fallback:
     return run(implementation)
-  try:  # Checked at trace time: unsupported shapes / dtypes / GPUs raise.
-    return run("cudnn")
+  try:
+    return run(implementation)
   except (ValueError, NotImplementedError, RuntimeError):
     return run("xla")
 
@@ -186,9 +190,8 @@ class MultiHeadAttention(nn.Module):
       y = _einsum_attention(q, k, v, bias, mask, dropout, deterministic)
       y = jnp.einsum("bhtd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
     else:
-      if impl == "cudnn" and self.implementation == "auto":
-        impl = "auto-cudnn"
-      y = _fused_attention(q, k, v, bias, mask, impl)  # [B, T, H, d]
+      y = _fused_attention(  # [B, T, H, d]; "auto" may fall back.
+          q, k, v, bias, mask, impl, self.implementation == "auto")
       y = jnp.einsum("bthd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
     if bo is not None:
       y = y + bo.astype(dtype)
