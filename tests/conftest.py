@@ -51,3 +51,12 @@ def _data_dir(tmp_path_factory):
   if "BVL_DATA_DIR" not in os.environ:
     os.environ["BVL_DATA_DIR"] = str(tmp_path_factory.mktemp("tfds"))
   yield os.environ["BVL_DATA_DIR"]
+
+
+@pytest.fixture(name="mock_tfds")
+def _mock_tfds(tmp_path, monkeypatch):
+  """mock(name, splits=("train", "validation")) -> data_dir: a standard TFDS
+  dataset with random examples of its real features (tests/mock_tfds.py)."""
+  from tests import mock_tfds  # pylint: disable=g-import-not-at-top
+  with mock_tfds.mock_tfds(tmp_path / "mock_tfds", monkeypatch) as mock:
+    yield mock

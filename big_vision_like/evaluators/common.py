@@ -407,17 +407,21 @@ class MaskedMeans:
   """Means over a split of per-example values; padding is never counted.
 
   `fn(train_state, batch, *args)` returns {metric: [B] or [B, ...] array}
-  (trailing axes are averaged per example). It is jitted once; each batch's
-  sums over its real examples (`_mask`) come back replicated, and are added
-  on the host in float64. String features of the batch are dropped before
+  (trailing axes are averaged per example), and optionally `_mask` [B]: the
+  examples to count (e.g. those with a label), on top of the batch's real
+  examples. It is jitted once; each batch's sums over the counted examples
+  come back replicated, and are added on the host in float64; a split with
+  none counted gives 0.0. String features of the batch are dropped before
   `fn` sees it.
   """
 
   def __init__(self, fn, mesh):
     def sums(train_state, batch, *args):
+      values = dict(fn(train_state, batch, *args))
       mask = batch["_mask"].astype(bool)
-      values = {k: _per_example_mean(v)
-                for k, v in fn(train_state, batch, *args).items()}
+      if "_mask" in values:
+        mask = mask & values.pop("_mask").astype(bool)
+      values = {k: _per_example_mean(v) for k, v in values.items()}
       return ({k: jnp.sum(jnp.where(mask, v, 0.0))
                for k, v in values.items()},
               jnp.sum(mask.astype(jnp.float32)))

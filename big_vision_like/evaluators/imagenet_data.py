@@ -1,4 +1,4 @@
-"""ImageNet zero-shot data: CLIP's class names and prompts, variant label maps.
+"""ImageNet data: CLIP's class names and prompts, variant label maps, evals.
 
 Named sets the `zeroshot` evaluator accepts (`class_names="imagenet_a"`,
 `templates="clip_7"`):
@@ -21,6 +21,10 @@ ImageNet-A / -R example's label is an index into the 1,000, not into the
 200. `label_indices("imagenet_a")` gives, for each of the 200 classes, that
 index; the evaluator maps labels through it. Data labelled 0..199 (the
 datasets' own folder order) pass an explicit identity `label_indices`.
+
+`classification_evals(pp_image, names)` gives the `config.evals` entries of
+the `classification` evaluator on ImageNet and its variants (val, minival,
+ReaL, v2, A, R, Sketch), shared by the ImageNet recipes in configs/.
 """
 
 
@@ -45,6 +49,57 @@ def label_indices(name):
 def templates(name):
   """The prompt templates (with one `{}`) of a named set."""
   return list(_check(name, TEMPLATE_SETS))
+
+
+# Classification evaluations of an ImageNet-1k classifier, by eval name:
+# (TFDS dataset, split, label feature, `label_indices` of the evaluator).
+# ReaL's `real_label` is a list of 1,000-class labels (multi-hot after
+# `onehot`; empty for the images without a valid label, which the evaluator
+# leaves out); ImageNet-A / -R are scored among their 200 classes.
+CLASSIFICATION_EVALS = {
+    "train": ("imagenet2012", "train[:2%]", "label", None),
+    "minival": ("imagenet2012", "train[99%:]", "label", None),
+    "val": ("imagenet2012", "validation", "label", None),
+    "real": ("imagenet2012_real", "validation", "real_label", None),
+    "v2": ("imagenet_v2", "test", "label", None),
+    "a": ("imagenet_a", "test", "label", "imagenet_a"),
+    "r": ("imagenet_r", "test", "label", "imagenet_r"),
+    "sketch": ("imagenet_sketch", "test", "label", None),
+}
+
+
+def classification_evals(pp_image, names=("minival", "val", "real", "v2"),
+                         *, data_dir=None, **kw):
+  """`config.evals` entries scoring a 1,000-class classifier on ImageNet sets.
+
+  Args:
+    pp_image: the eval pp of the image, e.g. "decode|resize_small(256)|
+      central_crop(224)|value_range(-1, 1)"; each eval appends
+      `onehot(1000, key=<its label feature>, key_result="labels")|
+      keep("image", "labels")`.
+    names: keys of `CLASSIFICATION_EVALS` ("train", "minival", "val",
+      "real", "v2", "a", "r", "sketch"), also the names of the evals.
+    data_dir: the TFDS data dir of every dataset (None: TFDS's default).
+    **kw: further keys of every eval dict (log_steps, pred_params, ...).
+
+  Returns:
+    {name: dict(type="classification", data=..., pp_fn=..., **kw)}.
+  """
+  out = {}
+  for name in names:
+    if name not in CLASSIFICATION_EVALS:
+      raise KeyError(f"Unknown ImageNet eval {name!r}; known: "
+                     f"{list(CLASSIFICATION_EVALS)}.")
+    dataset, split, label, indices = CLASSIFICATION_EVALS[name]
+    data = dict(name=dataset, split=split)
+    if data_dir:
+      data["data_dir"] = data_dir
+    pp = (f'{pp_image}|onehot(1000, key="{label}", key_result="labels")|'
+          'keep("image", "labels")')
+    out[name] = dict(type="classification", data=data, pp_fn=pp, **kw)
+    if indices:
+      out[name]["label_indices"] = indices
+  return out
 
 
 # Facts below: CLIP's curated names and prompts (OpenAI's CLIP notebook

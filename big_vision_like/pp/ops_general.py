@@ -18,7 +18,8 @@ def get_onehot(depth, key="label", key_result=None, multi=True, on=1.0,
     depth: number of classes.
     key: the integer label(s) to encode.
     key_result: where to write the result (default: overwrite `key`).
-    multi: a vector of labels becomes one multi-hot vector (else [N, depth]).
+    multi: a vector of labels becomes one multi-hot vector (else [N, depth]);
+      an empty vector gives all `off` (e.g. ImageNet-ReaL's `real_label`).
     on: value of the true class(es).
     off: value of the other classes.
 
@@ -41,7 +42,9 @@ def get_onehot(depth, key="label", key_result=None, multi=True, on=1.0,
         f"is >= depth={depth}; set depth to the number of classes")
     out = tf.one_hot(labels, depth, on_value=1.0, off_value=0.0)
     if multi and labels.shape.rank == 1:
-      out = tf.reduce_max(out, axis=0)
+      # Not reduce_max: an empty list (an unlabelled ReaL image) must give
+      # all `off`, not -inf; repeated labels still count once.
+      out = tf.minimum(tf.reduce_sum(out, axis=0), 1.0)
     data[key_result or key] = out * (on - off) + off
     return data
 

@@ -24,8 +24,8 @@ from tensorflow_datasets.datasets.imagenet2012 import imagenet_common
 
 from big_vision_like import sharding
 from big_vision_like import step as step_lib
+from big_vision_like.evaluators import classification
 from big_vision_like.evaluators import imagenet_data
-from big_vision_like.evaluators import zeroshot
 from big_vision_like.models import two_towers
 from big_vision_like.pp import tokenizer
 from big_vision_like.registry import EVALUATORS
@@ -166,12 +166,14 @@ def test_imagenet_a_maps_1000_class_labels_onto_its_200(table):
   assert res["prec@5"] == pytest.approx(
       np.mean([m in row for m, row in zip(mapped, top5)]))
   np.testing.assert_array_equal(
-      zeroshot.map_labels(np.array([6, 0, indices[-1], 1000, -1]), indices),
+      classification.map_labels(np.array([6, 0, indices[-1], 1000, -1]),
+                                indices),
       [0, -1, 199, -1, -1])
   multi_hot = np.zeros((2, 1000))
   multi_hot[0, [6, 11]] = 1
   np.testing.assert_array_equal(
-      zeroshot.map_labels(multi_hot, indices)[:, :3], [[1, 1, 0], [0, 0, 0]])
+      classification.map_labels(multi_hot, indices)[:, :3],
+      [[1, 1, 0], [0, 0, 0]])
   with pytest.raises(ValueError, match="label_indices has 3 entries"):
     EVALUATORS.get("zeroshot")(
         fakes.two_tower_predict, data=_put_vectors("ina2", np.ones((1, 8)),

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from big_vision_like import sharding
+from big_vision_like.evaluators import zeroshot
 from big_vision_like.pp import builder as pp_builder
 from big_vision_like.registry import EVALUATORS
 from big_vision_like.registry import PP_OPS
@@ -107,3 +108,13 @@ def test_check_inputs_traces_both_towers(setup):
       (VOCAB, DIM + 1), jnp.float32)}}  # Text embeddings no longer match.
   with pytest.raises(ValueError, match=r"image: float32\[8, 16\].*TypeError"):
     ev.check_inputs(wider_text)
+
+
+def test_batched_prompt_tokenizing_gives_the_same_tokens():
+  prompts = [t.format(c) for c in CLASSES for t in TEMPLATES]
+  pp = ('tokenize(max_len=6, eos="sticky", model="bvl_shapes", pad_value=1, '
+        'inkey="texts", outkey="labels")')
+  one_by_one = zeroshot.tokenize(prompts, pp, "labels")
+  chunked = zeroshot.tokenize(prompts, pp, "labels", batched=True, chunk=4)
+  assert one_by_one.shape == (len(prompts), 6)
+  np.testing.assert_array_equal(chunked, one_by_one)

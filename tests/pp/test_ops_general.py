@@ -29,6 +29,19 @@ def test_onehot_multi_label():
   np.testing.assert_array_equal(out["label"], [[1, 0, 0, 0], [0, 0, 0, 1]])
 
 
+def test_onehot_multi_label_of_variable_length_lists():
+  """ReaL's `real_label`: lists of any length, empty ones included."""
+  pp = builder.get_preprocess_fn(
+      'onehot(4, key="real_label", key_result="labels", on=0.9, off=0.1)')
+  lists = [[1], [], [0, 3, 3]]
+  ds = tf.data.Dataset.from_generator(
+      lambda: iter(lists), output_signature=tf.TensorSpec([None], tf.int64))
+  out = [x["labels"] for x in ds.map(
+      lambda x: pp({"real_label": x})).as_numpy_iterator()]
+  np.testing.assert_allclose(out, [[0.1, 0.9, 0.1, 0.1], [0.1] * 4,
+                                   [0.9, 0.1, 0.1, 0.9]], rtol=1e-6)
+
+
 def test_keep_and_drop():
   assert set(_run('keep("a", "c", "zz")', a=1, b=2, c=3)) == {"a", "c"}
   assert set(_run('drop("a", "zz")', a=1, b=2, c=3)) == {"b", "c"}
