@@ -2,7 +2,6 @@
 
 import glob
 import importlib.util
-import json
 import os
 import re
 
@@ -10,14 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from big_vision_like import config as config_lib
 from big_vision_like import optim
 from big_vision_like import step as step_lib
 from big_vision_like import train
 from big_vision_like import tree_util
-from big_vision_like.pp import tokenizer
 from big_vision_like.registry import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,62 +176,3 @@ def test_lit_locks_no_parameter_it_does_not_load(img_head):
 def test_lit_rejects_an_unknown_img_head():
   with pytest.raises(ValueError, match="img_head='frozen'"):
     load("lit_shapes", "img_head=frozen")
-
-
-COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40),
-           "blue": (30, 40, 220), "yellow": (240, 230, 30),
-           "black": (5, 5, 5), "white": (250, 250, 250),
-           "purple": (140, 30, 160), "orange": (250, 140, 10)}
-
-
-def _caption_corpus(root, splits=(("train", 40), ("val", 16))):
-  """Writes ROOT/SPLIT.jsonl over 8x8 PNGs of one colour, 1-3 captions each.
-
-  Returns the list of every caption, and {split: its number of captions}.
-  """
-  os.makedirs(root / "imgs")
-  names, texts, counts = sorted(COLOURS), [], {}
-  for split, n in splits:
-    lines = []
-    for i in range(n):
-      colour = names[i % len(names)]
-      pixels = np.full((8, 8, 3), COLOURS[colour], np.uint8)
-      pixels[:1 + i % 7] //= 2  # Darker top rows: a split's images differ.
-      rel = f"imgs/{split}_{i}.png"
-      tf.io.write_file(str(root / rel), tf.io.encode_png(pixels))
-      caps = [f"a {colour} picture", f"{colour} with a dark band {i % 7}",
-              f"photo number {i} in {colour}"][:1 + i % 3]
-      texts += caps
-      counts[split] = counts.get(split, 0) + len(caps)
-      lines.append(json.dumps({"image": rel, "text": caps}))
-    (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-  return texts, counts
-
-
-def test_siglip_b16_coco_trains_on_jsonl_captions(tmp_path):
-  """The COCO/JSONL recipe's whole pipeline and evaluator, tiny towers."""
-  texts, counts = _caption_corpus(tmp_path / "caps")
-  spm = tmp_path / "tiny.model"
-  spm.write_bytes(tokenizer.train_sentencepiece(texts, vocab_size=64))
-  cfg = load("siglip_b16_coco", f"data=jsonl:{tmp_path / 'caps'},"
-             f"tokenizer={spm},vocab=64,batch=16,res=32")
-  assert cfg.input.data.name == f"jsonl:{tmp_path / 'caps'}"
-  assert f'model="{spm}"' in cfg.input.pp
-  cfg.total_epochs, cfg.total_steps = None, 2
-  tiny = dict(width=16, depth=1, mlp_dim=32, num_heads=2)
-  cfg.model.image.update(tiny)
-  cfg.model.text.update(tiny)
-  cfg.model.out_dim = (None, 16)  # No image head: its width is the embedding.
-  state, results = train.train_and_evaluate(cfg, str(tmp_path / "run"))
-  assert int(state["step"]) == 2
-  assert np.isfinite(results["train/loss"])
-  assert state["params"]["img"]["embedding"]["kernel"].shape == (16, 16, 3, 16)
-  assert state["params"]["txt"]["Embed_0"]["embedding"].shape == (64, 16)
-  # Every val image queries once, every real caption once (the captions
-  # padded to 7 rows per image are not counted): recalls are fractions of
-  # 16 and of 31.
-  assert counts["val"] == 31
-  for k in (1, 5, 10):
-    for way, queries in (("i2t", 16), ("t2i", counts["val"])):
-      hits = results[f"retrieval/{way}_recall@{k}"] * queries
-      assert 0 <= hits <= queries and abs(hits - round(hits)) < 1e-6, (way, k)
