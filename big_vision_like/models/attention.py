@@ -27,6 +27,10 @@ checkpoints load unchanged. What differs is how the step is computed:
 
 The fused kernels ("xla", "cudnn") have no attention-weight dropout: asking
 for it in training is an error naming the implementation.
+
+`return_weights=True` (inspection: attention maps, rollout) computes the
+attention with "einsum", whatever `implementation` says, and returns
+`(y, weights [B, H, T, S])`, the softmax weights before dropout.
 """
 
 from collections.abc import Callable
@@ -87,15 +91,16 @@ class _Projection(nn.Module):
 
 
 def _einsum_attention(q, k, v, bias, mask, dropout, deterministic):
-  """q [B, H, T, d], k, v [B, H, S, d] (q pre-scaled) -> [B, H, T, d]."""
+  """q [B, H, T, d], k, v [B, H, S, d] (q pre-scaled) -> ([B, H, T, d],
+  softmax weights [B, H, T, S] before dropout, float32)."""
   logits = jnp.einsum("bhtd,bhsd->bhts", q, k)  # [B, H, T, S]
   if bias is not None:
     logits = logits + bias.astype(logits.dtype)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  weights = dropout(weights.astype(q.dtype), deterministic)
-  return jnp.einsum("bhts,bhsd->bhtd", weights, v)  # [B, H, T, d]
+  dropped = dropout(weights.astype(q.dtype), deterministic)
+  return jnp.einsum("bhts,bhsd->bhtd", dropped, v), weights  # [B, H, T, d]
 
 
 def _fused_attention(q, k, v, bias, mask, implementation, xla_fallback):
@@ -132,6 +137,7 @@ class MultiHeadAttention(nn.Module):
   qk_norm: bool = False  # LayerNorm (scale only) of q, k: query_ln, key_ln
   use_bias: bool = True
   norm_eps: float = 1e-6  # of the qk LayerNorms
+  return_weights: bool = False  # (y, weights [B, H, T, S]); "einsum" path
 
   def _projections(self, d_q, d_kv):
     h = self.num_heads
@@ -164,6 +170,8 @@ class MultiHeadAttention(nn.Module):
     dtype = jnp.dtype(self.dtype_mm)
     dropout_active = self.dropout_rate > 0.0 and not deterministic
     impl = resolve_implementation(self.implementation, dtype, dropout_active)
+    if self.return_weights:
+      impl = "einsum"  # The fused kernels never materialise the weights.
     if dropout_active and impl != "einsum":
       raise NotImplementedError(
           f"Attention-weight dropout (dropout_rate={self.dropout_rate}) needs "
@@ -187,7 +195,8 @@ class MultiHeadAttention(nn.Module):
     if impl == "einsum":
       dropout = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())
       q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # [B, H, L, d]
-      y = _einsum_attention(q, k, v, bias, mask, dropout, deterministic)
+      y, weights = _einsum_attention(q, k, v, bias, mask, dropout,
+                                     deterministic)
       y = jnp.einsum("bhtd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
     else:
       y = _fused_attention(  # [B, T, H, d]; "auto" may fall back.
@@ -195,4 +204,4 @@ class MultiHeadAttention(nn.Module):
       y = jnp.einsum("bthd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
     if bo is not None:
       y = y + bo.astype(dtype)
-    return y
+    return (y, weights) if self.return_weights else y

@@ -233,6 +233,7 @@ class Encoder1DBlock(nn.Module):
   qk_norm: bool = False  # LayerNorm of q and k (query_ln, key_ln)
   use_bias: bool = True  # of the attention projections and MLP Dense layers
   mlp_type: str = "gelu"  # see MLP_TYPES
+  return_attention: bool = False  # also return the weights [B, H, L, L]
 
   def _branch(self, y, index, drop_path_rate, deterministic):
     """Dropout, LayerScale_{index} and drop-path of one residual branch."""
@@ -247,12 +248,14 @@ class Encoder1DBlock(nn.Module):
     return y
 
   def _attention(self, x, k, mask, deterministic):
-    """Attention branch k: x [B, L, D] -> attn_k(LN_k(x)) [B, L, D]."""
+    """Attention branch k: x [B, L, D] -> attn_k(LN_k(x)) [B, L, D] (and
+    its weights [B, H, L, L] with `return_attention`)."""
     y = nn.LayerNorm(epsilon=self.norm_eps, name=f"LayerNorm_{k}")(x)
     return attention.MultiHeadAttention(
         num_heads=self.num_heads, dtype_mm=self.dtype_mm,
         implementation=self.attention_impl, qk_norm=self.qk_norm,
         use_bias=self.use_bias, norm_eps=self.norm_eps,
+        return_weights=self.return_attention,
         name=f"MultiHeadDotProductAttention_{k}",
     )(y, mask=mask, deterministic=deterministic)  # [B, L, D]
 
@@ -267,7 +270,8 @@ class Encoder1DBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, drop_path_rate=0.0, deterministic=True, mask=None):
-    """x: [B, L, D] -> ([B, L, D], None); None is scan's per-layer output.
+    """x: [B, L, D] -> ([B, L, D], weights); scan's per-layer output is
+    the attention weights [B, H, L, L] with `return_attention`, else None.
 
     Args:
       x: [B, L, D] tokens.
@@ -280,13 +284,21 @@ class Encoder1DBlock(nn.Module):
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
       raise ValueError(f"parallel={p!r}: expected an int >= 1 (the number "
                        "of parallel attention and MLP branches per block).")
-    ys = [self._branch(self._attention(x, k, mask, deterministic), k,
-                       drop_path_rate, deterministic) for k in range(p)]
+    if self.return_attention and p != 1:
+      raise NotImplementedError(
+          f"return_attention with parallel={p}: only for one branch.")
+    ys = [self._attention(x, k, mask, deterministic) for k in range(p)]
+    weights = None
+    if self.return_attention:
+      ((y, weights),) = ys
+      ys = [y]
+    ys = [self._branch(y, k, drop_path_rate, deterministic)
+          for k, y in enumerate(ys)]
     x = x + functools.reduce(operator.add, ys)  # [B, L, D]
     ys = [self._branch(self._mlp(x, k, deterministic), p + k,
                        drop_path_rate, deterministic) for k in range(p)]
     x = x + functools.reduce(operator.add, ys)  # [B, L, D]
-    return x, None
+    return x, weights
 
 
 class Encoder(nn.Module):
@@ -312,6 +324,7 @@ class Encoder(nn.Module):
   qk_norm: bool = False  # see Encoder1DBlock
   use_bias: bool = True
   mlp_type: str = "gelu"
+  return_attention: bool = False  # aux["attention"] [depth, B, H, L, L]
 
   def _remat(self):
     return self.scan if self.remat is None else bool(self.remat)
@@ -324,21 +337,23 @@ class Encoder(nn.Module):
       rate_arg, rate_axis, static = 0.0, nn.broadcast, (2, 3)
     block = common.maybe_remat(Encoder1DBlock, self._remat(),
                                self.remat_policy, static, prevent_cse=False)
-    x, _ = nn.scan(
+    x, weights = nn.scan(
         block,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
         in_axes=(rate_axis, nn.broadcast, nn.broadcast),
         length=self.depth,
     )(name="encoderblock", **kw)(x, rate_arg, deterministic, mask)
-    return x
+    return x, weights
 
   @nn.compact
   def __call__(self, x, deterministic=True, mask=None):
     """x: [B, L, D] -> (encoded [B, L, D], {"encoder_{i}": [B, L, D]}).
 
     `mask` (optional, bool, broadcastable to [B, H, L, L]) is passed to every
-    block's attention; True means "attend".
+    block's attention; True means "attend". With `return_attention`, the
+    dict also holds "attention": every block's softmax weights, stacked
+    [depth, B, H, L, L].
     """
     out = {}
     kw = {"mlp_dim": self.mlp_dim, "num_heads": self.num_heads,
@@ -346,18 +361,24 @@ class Encoder(nn.Module):
           "dtype_mm": self.dtype_mm, "gelu": self.gelu,
           "norm_eps": self.norm_eps, "parallel": self.parallel,
           "attention_impl": self.attention_impl, "qk_norm": self.qk_norm,
-          "use_bias": self.use_bias, "mlp_type": self.mlp_type}
+          "use_bias": self.use_bias, "mlp_type": self.mlp_type,
+          "return_attention": self.return_attention}
     rates = np.linspace(0.0, self.drop_path, self.depth)  # stochastic depth
     if self.scan:
-      x = self._scanned(x, rates, deterministic, mask, kw)
+      x, weights = self._scanned(x, rates, deterministic, mask, kw)
     else:
+      weights = []
       # The rate (a Python float) and `deterministic` are static.
       block = common.maybe_remat(Encoder1DBlock, self._remat(),
                                  self.remat_policy, (2, 3))
       for i in range(self.depth):
-        x, _ = block(name=f"encoderblock_{i}", **kw)(
+        x, w = block(name=f"encoderblock_{i}", **kw)(
             x, float(rates[i]), deterministic, mask)
         out[f"encoder_{i}"] = x
+        weights.append(w)
+      weights = jnp.stack(weights) if self.return_attention else None
+    if self.return_attention:
+      out["attention"] = weights  # [depth, B, H, L, L]
     x = nn.LayerNorm(epsilon=self.norm_eps, name="encoder_norm")(x)
     return x, out
 
@@ -370,10 +391,14 @@ class MAPHead(nn.Module):
   gelu: str = "tanh"
   norm_eps: float = 1e-6
   attention_impl: str = "auto"  # see attention.IMPLEMENTATIONS
+  return_attention: bool = False  # -> ([B, D], the probe's [B, H, 1, L])
 
   @nn.compact
   def __call__(self, x, mask=None):
-    """x: [B, L, D] -> [B, D]; `mask` [B, L] bool (True: pool) is optional."""
+    """x: [B, L, D] -> [B, D]; `mask` [B, L] bool (True: pool) is optional.
+
+    With `return_attention`: ([B, D], the probe's weights [B, H, 1, L]).
+    """
     b, _, d = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, d))
     probe = jnp.tile(probe, [b, 1, 1])  # [B, 1, D]
@@ -382,12 +407,15 @@ class MAPHead(nn.Module):
     x = attention.MultiHeadAttention(
         num_heads=self.num_heads, dtype_mm=self.dtype_mm,
         implementation=self.attention_impl,
+        return_weights=self.return_attention,
         name="MultiHeadDotProductAttention_0",
     )(probe, x, mask=mask)  # [B, 1, D]
+    if self.return_attention:
+      x, weights = x
     y = nn.LayerNorm(epsilon=self.norm_eps)(x)
     x = x + MlpBlock(mlp_dim=self.mlp_dim, dtype_mm=self.dtype_mm,
                      gelu=self.gelu)(y)
-    return x[:, 0]  # [B, D]
+    return (x[:, 0], weights) if self.return_attention else x[:, 0]
 
 
 class _Model(nn.Module):
@@ -421,6 +449,11 @@ class _Model(nn.Module):
   qk_norm: bool = False  # LayerNorm of queries and keys
   use_bias: bool = True  # False: no attention / MLP biases in the encoder
   mlp_type: str = "gelu"  # or "swiglu"; see MLP_TYPES
+  # aux "attention" [depth, B, H, L, L] (every block's softmax weights over
+  # the encoder's tokens) and, with pool_type "map", "map_attention"
+  # [B, H, 1, L'] (the probe's, over the tokens without registers);
+  # computed with the "einsum" attention. For inspection (attention maps).
+  return_attention: bool = False
 
   def __post_init__(self):
     vit_tokens.check(pool_type=self.pool_type, dist_token=self.dist_token,
@@ -441,17 +474,20 @@ class _Model(nn.Module):
     raise ValueError(f"Unknown posemb {self.posemb!r}; "
                      "known: 'learn', 'sincos2d'.")
 
-  def _pool(self, x):
+  def _pool(self, x, out):
     """x: [B, L, D] -> [B, D] (or [B, L, D] for pool_type "0"/"none")."""
     if self.pool_type == "gap":
       return jnp.mean(x, axis=1)
     if self.pool_type == "tok":
       return x[:, 0]
     if self.pool_type == "map":
-      return MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-                     dtype_mm=self.dtype_mm, gelu=self.gelu,
-                     norm_eps=self.norm_eps,
-                     attention_impl=self.attention_impl)(x)
+      x = MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                  dtype_mm=self.dtype_mm, gelu=self.gelu,
+                  norm_eps=self.norm_eps, attention_impl=self.attention_impl,
+                  return_attention=self.return_attention)(x)
+      if self.return_attention:
+        x, out["map_attention"] = x  # [B, H, 1, L]
+      return x
     if self.pool_type in ("0", "none"):
       return x
     raise ValueError(f"Unknown pool_type {self.pool_type!r}; "
@@ -462,7 +498,8 @@ class _Model(nn.Module):
     """image: [B, H, W, C] float -> (logits or representation, aux dict).
 
     aux: "stem", "with_posemb", "kept_patches" (patch_dropout, training),
-    "encoder_{i}" (unscanned), "encoded" (without registers), "registers",
+    "encoder_{i}" (unscanned), "attention" and "map_attention" (with
+    return_attention), "encoded" (without registers), "registers",
     "head_input", "pre_logits", "logits" and, with dist_token,
     "dist_pre_logits", "dist_logits" (see the module docstring).
     """
@@ -495,7 +532,8 @@ class _Model(nn.Module):
         remat_policy=self.remat_policy, remat=self.remat, gelu=self.gelu,
         norm_eps=self.norm_eps, parallel=self.parallel,
         attention_impl=self.attention_impl, qk_norm=self.qk_norm,
-        use_bias=self.use_bias, mlp_type=self.mlp_type, name="Transformer",
+        use_bias=self.use_bias, mlp_type=self.mlp_type,
+        return_attention=self.return_attention, name="Transformer",
     )(x, deterministic=not train)
     out.update(enc_out)
     x, registers = vit_tokens.split_registers(x, self.num_registers)
@@ -507,7 +545,7 @@ class _Model(nn.Module):
     if self.rep_size:
       rep = self.width if self.rep_size is True else self.rep_size
       pre_logits = nn.Dense(rep, name="pre_logits")
-    x = out["head_input"] = self._pool(x)  # [B, D]
+    x = out["head_input"] = self._pool(x, out)  # [B, D]
     if pre_logits:
       x = nn.tanh(pre_logits(x))  # [B, rep]
     out["pre_logits"] = x
@@ -548,6 +586,27 @@ def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=C0103
 
 Model.__signature__ = common.factory_signature(_Model, variant=None)
 MODELS.register("vit", Model)
+
+def attention_rollout(attention, residual=0.5):
+  """Attention rollout (Abnar & Zuidema 2020) of aux["attention"].
+
+  Args:
+    attention: [depth, B, H, L, L] softmax weights (`return_attention=True`).
+    residual: weight of the identity (the skip connection) mixed into each
+      layer's head-averaged attention before the rows are re-normalised.
+
+  Returns:
+    [B, L, L]: how much each output token (row) draws on each input token
+    through all layers, the product of the layers' mixed matrices.
+  """
+  a = jnp.mean(jnp.asarray(attention, jnp.float32), axis=2)  # [depth, B, L, L]
+  a = residual * jnp.eye(a.shape[-1]) + (1 - residual) * a
+  a = a / jnp.sum(a, axis=-1, keepdims=True)
+  rollout = a[0]
+  for layer in a[1:]:
+    rollout = layer @ rollout  # [B, L, L]
+  return rollout
+
 
 # Every attention of the encoder, unscanned (`encoderblock_{i}`) or scanned.
 ATTENTION_REGEX = (r"Transformer/encoderblock(?:_\d+)?/"

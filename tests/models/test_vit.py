@@ -426,3 +426,65 @@ def test_attention_only_schedule_selects_params():
         prefix="img/", extra=(r"Transformer/encoder_norm/.*",)),
         {"img": params, "txt": params})
     assert tower == {"img/" + n for n in att | heads | norm}
+
+
+def _np_layer_norm(x, p, eps=1e-6):
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _np_softmax(z):
+  z = np.exp(z - z.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
+def _np_weights(p, q_in, kv_in):
+  """softmax(q k^T / sqrt(d)) of one attention's params, [B, H, T, S]."""
+  q = np.einsum("btd,dhk->bhtk", q_in, p["query"]["kernel"])
+  q += p["query"]["bias"][:, None]
+  k = np.einsum("bsd,dhk->bhsk", kv_in, p["key"]["kernel"])
+  k += p["key"]["bias"][:, None]
+  return _np_softmax(np.einsum("bhtk,bhsk->bhts", q, k) / np.sqrt(q.shape[-1]))
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_return_attention_exposes_the_softmax_weights(scan):
+  kw = dict(num_classes=5, head_zeroinit=False, pool_type="map", **TINY)
+  model = vit.Model(**kw)
+  params = _init(model)
+  out, aux = model.apply({"params": params}, IMG)
+  inspect = vit.Model(return_attention=True, scan=scan, **kw)
+  p = vit.unscanned_to_scan(params) if scan else params
+  out_w, aux_w = inspect.apply({"params": p}, IMG)
+  np.testing.assert_allclose(out_w, out, atol=1e-5)  # Same function.
+  weights = np.asarray(aux_w["attention"])
+  assert weights.shape == (2, 2, 2, 16, 16)  # [depth, B, H, L, L]
+  np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+  # Block 0 from the params, in NumPy: its input is the patches + posemb.
+  params = jax.device_get(params)
+  block = params["Transformer"]["encoderblock_0"]
+  x0 = _np_layer_norm(np.asarray(aux["with_posemb"]), block["LayerNorm_0"])
+  want = _np_weights(block["MultiHeadDotProductAttention_0"], x0, x0)
+  np.testing.assert_allclose(weights[0], want, atol=2e-5)
+  # The MAP probe over the encoded tokens.
+  head = params["MAPHead_0"]
+  probe = np.broadcast_to(head["probe"], (2, 1, 32))
+  want = _np_weights(head["MultiHeadDotProductAttention_0"], probe,
+                     np.asarray(aux["encoded"]))
+  np.testing.assert_allclose(aux_w["map_attention"], want, atol=2e-5)
+  assert "attention" not in aux and "map_attention" not in aux
+  with pytest.raises(NotImplementedError, match="parallel=2"):
+    _init(vit.Model(return_attention=True, parallel=2, **TINY))
+
+
+def test_attention_rollout_is_the_product_of_mixed_layers():
+  rng = np.random.default_rng(0)
+  att = rng.random((3, 2, 4, 5, 5))
+  att /= att.sum(-1, keepdims=True)  # [depth, B, H, L, L]
+  want = np.broadcast_to(np.eye(5), (2, 5, 5))
+  for layer in att:  # Hand-rolled: mean heads, + identity, renormalise.
+    mixed = 0.5 * np.eye(5) + 0.5 * layer.mean(1)
+    want = (mixed / mixed.sum(-1, keepdims=True)) @ want
+  got = vit.attention_rollout(att)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(np.sum(got, -1), 1.0, rtol=1e-5)
