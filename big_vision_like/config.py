@@ -6,13 +6,47 @@ two units at once.
 """
 
 import difflib
+import importlib.util
 import math
+import os
 
 import ml_collections
 
 REQUIRED = object()  # A default that must be overridden by the config.
 OPEN = object()  # A sub-dict whose keys its consumer validates (e.g. kwargs).
 _DURATION_UNITS = ("steps", "epochs", "examples", "percent")
+
+
+# The repository's configs/ (next to the package in a source checkout).
+CONFIGS_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load(config, arg=None):
+  """The ConfigDict of a config file, as `--config FILE.py:ARG` builds it.
+
+  Args:
+    config: a path ("configs/vit_digits.py", "my.py:short"), or the name of
+      one of the repository's configs ("vit_digits", "siglip_shapes:short").
+    arg: the `get_config` argument (instead of a ":ARG" suffix).
+  """
+  path, _, suffix = config.partition(":")
+  if suffix and arg is not None:
+    raise ValueError(f"config {config!r}: give the argument once, either "
+                     f"after ':' or as arg={arg!r}.")
+  if not path.endswith(".py"):
+    path = os.path.join(CONFIGS_DIR, f"{path}.py")
+  if not os.path.exists(path):
+    known = sorted(f[:-3] for f in os.listdir(CONFIGS_DIR)
+                   if f.endswith(".py")) if os.path.isdir(CONFIGS_DIR) else []
+    raise FileNotFoundError(f"config {config!r}: no file {path}"
+                            + (f"; repository configs: {known}" if known
+                               else ""))
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"_bvl_config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(suffix or arg)
 
 
 def _parse_value(text, like):

@@ -38,6 +38,47 @@ def read_jsonl(path):
           if line.strip()]
 
 
+def read_runs(workdirs):
+  """{run name: its metrics.jsonl records} of several workdirs.
+
+  Args:
+    workdirs: {name: workdir} or a list of workdirs (named by their last
+      path component).
+  """
+  if not isinstance(workdirs, dict):
+    workdirs = {str(w).rstrip("/").rsplit("/", 1)[-1]: w for w in workdirs}
+  runs = {}
+  for name, workdir in workdirs.items():
+    path = fs.join(workdir, METRICS_FILE)
+    if not fs.exists(path):
+      raise FileNotFoundError(f"run {name!r}: no {path}")
+    runs[name] = read_jsonl(path)
+  return runs
+
+
+def series(records, key, x="step"):
+  """(x [N], values [N]) of `key` over a run's records, in step order.
+
+  `x` is "step" or "elapsed_sec" (training wall time; for records that do
+  not log it, e.g. evaluators', interpolated from the training records'
+  step -> elapsed_sec). Empty arrays when the run never logged `key`.
+  """
+  rows = sorted((r["step"], r[key]) for r in records if key in r)
+  steps = np.array([s for s, _ in rows], np.float64)
+  values = np.array([v for _, v in rows], np.float64)
+  if x == "step":
+    return steps, values
+  if x != "elapsed_sec":
+    raise ValueError(f"x={x!r}: use 'step' or 'elapsed_sec'.")
+  clock = sorted((r["step"], r["elapsed_sec"]) for r in records
+                 if "elapsed_sec" in r)
+  if not clock:
+    raise ValueError(f"x='elapsed_sec': the run logged no elapsed_sec "
+                     f"(to plot {key!r}).")
+  return (np.interp(steps, [s for s, _ in clock], [t for _, t in clock]),
+          values)
+
+
 def drop_records_after(path, step):
   """Rewrites the JSONL at `path` without its records of steps > `step`.
 

@@ -69,3 +69,21 @@ def test_check_and_fill_unknown_keys_are_named():
     config_lib.check_and_fill({}, DEFAULTS)
   with pytest.raises(TypeError, match=r"config\.input must be a dict"):
     config_lib.check_and_fill({"input": 3}, DEFAULTS)
+
+
+def test_load_a_repository_config_by_name_or_path(tmp_path):
+  by_name = config_lib.load("vit_digits:tune")
+  by_path = config_lib.load(
+      f"{config_lib.CONFIGS_DIR}/vit_digits.py", arg="tune")
+  assert by_name.to_dict() == by_path.to_dict()
+  assert by_name.model_name == "vit"
+  mine = tmp_path / "mine.py"
+  mine.write_text("import ml_collections\n"
+                  "def get_config(arg=None):\n"
+                  "  return ml_collections.ConfigDict({'arg': arg})\n")
+  assert config_lib.load(f"{mine}:x=1").arg == "x=1"
+  assert config_lib.load(str(mine)).arg is None
+  with pytest.raises(FileNotFoundError, match="vit_digitz.*vit_digits"):
+    config_lib.load("vit_digitz")
+  with pytest.raises(ValueError, match="once"):
+    config_lib.load(f"{mine}:x=1", arg="x=2")
