@@ -142,7 +142,7 @@ def test_vit_outputs_and_gradients_agree_across_implementations():
   params = make("einsum").init(jax.random.key(0), x)["params"]
   def loss(impl):
     return lambda p: jnp.sum(make(impl).apply({"params": p}, x)[0] ** 2)
-  (l1, g1), (l2, g2) = (jax.value_and_grad(loss(i))(params)
+  (l1, g1), (l2, g2) = (jax.jit(jax.value_and_grad(loss(i)))(params)
                         for i in ("einsum", "xla"))
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
