@@ -3,15 +3,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 # Extras `make test` installs (`cloud`: gcsfs and the local GCS server of the
-# object-store test); CI adds `torch` (PyTorch references of the
-# converter tests, ~5 GB), which are skipped without it.
-TEST_EXTRAS ?= test,cloud
+# object-store test; `notebooks`: the Jupyter kernel that runs colabs/); CI
+# adds `torch` (PyTorch references of the converter tests, ~5 GB), which are
+# skipped without it.
+TEST_EXTRAS ?= test,cloud,notebooks
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
 DEMO_WORKDIR ?= workdirs/demo_siglip_shapes
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo demo-digits test install benchmark clean
+.PHONY: demo demo-digits test install benchmark notebooks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,10 @@ demo-digits: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+
+# Re-executes every notebook in place (their committed outputs and figures).
+notebooks: $(STAMP)
+	$(PY) -m big_vision_like.tools.run_notebooks colabs/*.ipynb --inplace
 
 benchmark: $(STAMP)
 	$(PY) -m big_vision_like.tools.benchmark

@@ -29,7 +29,10 @@ setuptools.setup(
     extras_require={
         # filelock: JAX's lock around the tests' shared compilation cache.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "filelock>=3.12"],
-        "notebooks": ["jupyter", "nbclient>=0.10", "nbformat>=5.10", "matplotlib"],
+        # Jupyter to open colabs/; ipykernel + nbclient run them (make
+        # notebooks, tests/test_colabs.py); matplotlib draws (plots.py).
+        "notebooks": ["jupyter", "ipykernel>=6.25", "nbclient>=0.10",
+                      "nbformat>=5.10", "matplotlib>=3.8"],
         "gpu": ["jax[cuda12]>=0.6,<0.11"],
         # gs:// through gcsfs (EPATH_USE_TF=false), and the local GCS server
         # (fake-gcs-server binary) of tests/test_cloud_storage.py.
