@@ -7,7 +7,7 @@ r"""Sigmoid (SigLIP) vs softmax (CLIP) loss across batch sizes, same budget.
 Trains `configs/siglip_shapes.py` (both towers from scratch on the built-in
 `bvl_shapes` captions) with each loss and each global batch size for the same
 number of training examples (so a smaller batch takes more, smaller steps),
-the same learning rate, and a warmup of 10% of the steps, then reports the
+the demo's recipe, and the demo's share of warmup steps, then reports the
 zero-shot top-1 over the 24 colour x shape classes and the de-duplicated
 image-to-text Recall@1 on the 1,000 test images. Runs that already finished
 in `--out` are reused (the trainer resumes). Writes `results.json`, prints a
@@ -34,12 +34,13 @@ def _config(loss, batch_size, examples, seed):
   spec.loader.exec_module(module)
   c = module.get_config(f"loss={loss}")
   c.seed = seed
-  # The study's learning rate and image MLP width, whatever the demo's.
-  c.lr = 2e-3
-  c.model.image.mlp_dim = 512
+  # The demo's recipe (learning rate, towers, optimizer); only the batch size
+  # and the step count change, and the warmup keeps the demo's share of the
+  # steps (600 of 3,100).
+  demo_steps, demo_warmup = c.total_steps, c.schedule.warmup_steps
   c.total_steps = max(1, examples // batch_size)
   c.input.batch_size = batch_size
-  c.schedule.warmup_steps = max(1, c.total_steps // 10)
+  c.schedule.warmup_steps = max(1, c.total_steps * demo_warmup // demo_steps)
   c.log_training_steps = max(1, c.total_steps // 10)
   c.ckpt_steps = c.total_steps
   for ev in c.evals.values():
