@@ -24,8 +24,9 @@ the AugReg ImageNet-21k B/16
 in the older vision_transformer layout (`Transformer/posembed_input`, blocks
 numbered `LayerNorm_0`, `MultiHeadDotProductAttention_1`, `LayerNorm_2`,
 `MlpBlock_3`, the class token's position inside the position embedding):
-`load_params` does not rename it, and loading it fails naming the
-parameters that differ. Images are scaled to [-1, 1], as AugReg's were.
+loading renames it to big_vision's layout (`vit.from_legacy_layout`, the
+same function; tested on a file written in that layout, not on the real
+release, which this machine cannot download). Images are scaled to [-1, 1], as AugReg's were.
 
 Data to prepare: as configs/siglip_b16.py (`tfds build coco_captions`, or
 `data=jsonl:ROOT`; `imagenet2012` for the zero-shot evaluator, or

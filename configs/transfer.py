@@ -88,8 +88,10 @@ init=ckpt.npz,frozen
 Checkpoints: the AugReg release `.npz` files (gs://vit_models/augreg/...)
 use the older ViT layout (`Transformer/posembed_input`, a class-token entry
 in the position embedding, `MultiHeadDotProductAttention_1` / `MlpBlock_3`
-names), which `load_params` does not rename: convert timm's copy of those
-weights (e.g. `vit_base_patch16_224.augreg_in21k`) first,
+names), which loading renames to big_vision's (`vit.from_legacy_layout`;
+tested on a file written in that layout, not on the real release). timm's
+copy of those weights (e.g. `vit_base_patch16_224.augreg_in21k`) converts
+too,
 
   python -m big_vision_like.tools.convert --from timm_vit --to npz \
       model.safetensors vit_b16_i21k.npz --variant B/16

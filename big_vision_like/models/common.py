@@ -276,6 +276,18 @@ def _resample_posembs(loaded, init, paths):
   return loaded
 
 
+def _from_legacy_vits(loaded, paths):
+  """Renames vision_transformer-layout ViTs at `paths` (vit.py)."""
+  from big_vision_like.models import vit  # pylint: disable=C0415
+  for path in paths:
+    node = loaded
+    for k in path:
+      node = node.get(k) if isinstance(node, Mapping) else None
+    if isinstance(node, Mapping) and vit.is_legacy_layout(node):
+      loaded = _set_path(loaded, path, vit.from_legacy_layout(node))
+  return loaded
+
+
 def _set_path(tree, path, value):
   if not path:
     return value
@@ -290,7 +302,9 @@ def load_into(init_params, path_or_tree, *, dont_load=(), model=None,
   leading depth axis) are split into `encoderblock_{i}` when the model is
   unscanned, and the other way around; a ViT `pos_embedding` of another
   grid size (another resolution or patch size) is resampled bilinearly to
-  the model's square grid (`resample_posemb`).
+  the model's square grid (`resample_posemb`); a ViT in the older
+  google-research/vision_transformer layout (AugReg's `.npz` files) is
+  renamed to big_vision's (`vit.from_legacy_layout`).
 
   Args:
     init_params: the model's freshly initialised params.
@@ -318,9 +332,10 @@ def load_into(init_params, path_or_tree, *, dont_load=(), model=None,
   if model == "bit_paper":  # The BiT paper's release files (`resnet/...`).
     from big_vision_like.models import bit_paper  # pylint: disable=C0415
     loaded = bit_paper.from_big_transfer(loaded)
+  vit_paths = _vit_paths(init_params, model)
+  loaded = _from_legacy_vits(loaded, vit_paths)
   loaded = _convert_layouts(loaded, init_params)
-  loaded = _resample_posembs(loaded, init_params,
-                             _vit_paths(init_params, model))
+  loaded = _resample_posembs(loaded, init_params, vit_paths)
   return merge_params(loaded, init_params, dont_load=dont_load, where=where)
 
 

@@ -695,3 +695,45 @@ def unscanned_to_scan(params):
   blocks = [params[f"encoderblock_{i}"] for i in ids]
   tree["encoderblock"] = jax.tree.map(lambda *a: jnp.stack(a), *blocks)
   return tree
+
+
+# Block names of google-research/vision_transformer's files (the AugReg and
+# original ViT releases) -> big_vision's.
+_LEGACY_BLOCK_NAMES = {"MultiHeadDotProductAttention_1":
+                       "MultiHeadDotProductAttention_0",
+                       "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
+
+
+def is_legacy_layout(params):
+  """Whether a ViT tree is in vision_transformer's older layout."""
+  transformer = params.get("Transformer") if hasattr(params, "get") else None
+  return hasattr(transformer, "get") and "posembed_input" in transformer
+
+
+def from_legacy_layout(params):
+  """A ViT tree of google-research/vision_transformer -> big_vision's names.
+
+  Those files (e.g. AugReg's `B_16-i21k-300ep-...npz`) keep the position
+  embedding in `Transformer/posembed_input/pos_embedding`, with the class
+  token's position first when there is a `cls` token (it is added after the
+  token is prepended), and number the block's layers `LayerNorm_0`,
+  `MultiHeadDotProductAttention_1`, `LayerNorm_2`, `MlpBlock_3`. Here the
+  position embedding is added to the patches before the class token is
+  prepended, so the class position is folded into `cls` (exactly the same
+  function). Trees already in big_vision's layout are returned unchanged.
+  """
+  if not is_legacy_layout(params):
+    return params
+  params = dict(params)
+  transformer = dict(params["Transformer"])
+  posemb = np.asarray(transformer.pop("posembed_input")["pos_embedding"])
+  if "cls" in params:  # [1, 1 + N, D]: the class position comes first.
+    params["cls"] = np.asarray(params["cls"]) + posemb[:, :1]
+    posemb = posemb[:, 1:]
+  params["pos_embedding"] = posemb
+  for name, block in transformer.items():
+    if name.startswith("encoderblock"):
+      transformer[name] = {_LEGACY_BLOCK_NAMES.get(k, k): v
+                           for k, v in block.items()}
+  params["Transformer"] = transformer
+  return params

@@ -488,3 +488,34 @@ def test_attention_rollout_is_the_product_of_mixed_layers():
   got = vit.attention_rollout(att)
   np.testing.assert_allclose(got, want, rtol=1e-5)
   np.testing.assert_allclose(np.sum(got, -1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["tok", "gap"])
+def test_vision_transformer_layout_loads_as_the_same_function(pool, tmp_path):
+  """AugReg-style files: posembed_input (class position first), blocks
+  LayerNorm_0 / MultiHeadDotProductAttention_1 / LayerNorm_2 / MlpBlock_3."""
+  model = vit.Model(num_classes=5, head_zeroinit=False, pool_type=pool, **TINY)
+  params = jax.device_get(_init(model))
+  legacy = {k: v for k, v in params.items() if k != "pos_embedding"}
+  posemb = params["pos_embedding"]
+  if pool == "tok":  # Old: concat(cls, patches) + [p_cls, posemb].
+    p_cls = np.linspace(-1, 1, 32, dtype=np.float32).reshape(1, 1, 32)
+    legacy["cls"] = params["cls"] - p_cls
+    posemb = np.concatenate([p_cls, posemb], axis=1)
+  renames = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
+             "LayerNorm_1": "LayerNorm_2", "MlpBlock_0": "MlpBlock_3"}
+  transformer = {name: {renames.get(k, k): v for k, v in block.items()}
+                 if name.startswith("encoderblock") else block
+                 for name, block in params["Transformer"].items()}
+  transformer["posembed_input"] = {"pos_embedding": posemb}
+  legacy["Transformer"] = transformer
+  path = str(tmp_path / "augreg_like.npz")
+  np.savez(path, **_flat(legacy))
+  assert vit.is_legacy_layout(legacy)
+  loaded = common.load_into(_abstract(model), path, model="vit")
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               loaded, params)
+  np.testing.assert_allclose(model.apply({"params": loaded}, IMG)[0],
+                             model.apply({"params": params}, IMG)[0],
+                             atol=1e-5)
+  assert vit.from_legacy_layout(params) is params  # Already big_vision's.
