@@ -56,7 +56,6 @@ evaluator runs on mocked data. Not the real checkpoint's names (see above),
 throughput, or any accuracy.
 """
 
-import importlib.util
 import os
 
 from big_vision_like import config as config_lib
@@ -65,11 +64,8 @@ IMAGE_TOWER = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz"
 
 
 def _siglip_config(arg):
-  path = os.path.join(os.path.dirname(__file__), "siglip_b16.py")
-  spec = importlib.util.spec_from_file_location("siglip_b16", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load(os.path.join(os.path.dirname(__file__), "siglip_b16.py"),
+                         arg)
 
 
 def get_config(arg=None):

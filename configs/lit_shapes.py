@@ -36,7 +36,6 @@ the 24 classes, image-to-text Recall@1 95.1% (identical captions
 de-duplicated). `img_head=none` and `train` have not been measured.
 """
 
-import importlib.util
 import os
 
 from big_vision_like import config as config_lib
@@ -45,11 +44,8 @@ IMG_HEADS = ("load", "none", "train")
 
 
 def _siglip_config(arg):
-  path = os.path.join(os.path.dirname(__file__), "siglip_shapes.py")
-  spec = importlib.util.spec_from_file_location("siglip_shapes", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.load(os.path.join(os.path.dirname(__file__), "siglip_shapes.py"),
+                         arg)
 
 
 def get_config(arg=None):

@@ -1,7 +1,6 @@
 """Every config file builds; the contrastive recipes train a few steps."""
 
 import glob
-import importlib.util
 import os
 import re
 
@@ -21,12 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
 
-def load(name, arg=None):
-  path = os.path.join(ROOT, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+load = config_lib.load
 
 
 def load_small(name, arg):

@@ -8,7 +8,6 @@ number of steps are shrunk. `c4_en` resolves to a small SentencePiece model
 in a temp `$BVL_TOKENIZERS`.
 """
 
-import importlib.util
 import json
 import os
 
@@ -43,12 +42,7 @@ ZEROSHOT_SETS = {  # Evaluator: (TFDS dataset, split, number of classes).
 }
 
 
-def load(name, arg=None):
-  path = os.path.join(ROOT, "configs", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+load = config_lib.load
 
 
 @pytest.fixture(name="c4_en")

@@ -7,25 +7,17 @@ val and minival, ReaL, v2, A, R, Sketch) read through TFDS from mocked
 random examples with each dataset's real features (tests/mock_tfds.py).
 """
 
-import importlib.util
 import math
-import os
 
 
+from big_vision_like import config as config_lib
 from big_vision_like import train
 from big_vision_like.evaluators import imagenet_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 BATCH = 8  # One example per simulated device.
 
 
-def _load(name, arg=None):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+_load = config_lib.load
 
 
 def _mock_data(cfg, mock_tfds):
