@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
 DEMO_WORKDIR ?= workdirs/demo_siglip_shapes
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo demo-digits test install benchmark notebooks clean
+.PHONY: demo demo-digits test test-slow install benchmark notebooks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,14 @@ demo-digits: $(STAMP)
 	    --workdir workdirs/demo_vit_digits
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 \
+	    -m "not benchmark and not slow"
+
+# The multi-process runs (two jax.distributed processes training, SIGTERM to
+# one of them, gathering evaluators), the kill-and-resume on a gs:// workdir
+# and bf16 training: a few minutes of CPU, run by CI after `make test`.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=10 -m slow
 
 # Re-executes every notebook in place (their committed outputs and figures).
 notebooks: $(STAMP)

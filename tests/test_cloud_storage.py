@@ -166,6 +166,7 @@ print(json.dumps({"step": step, "prec": results[key], "num_preds": n}))
 """
 
 
+@pytest.mark.slow
 def test_train_kill_resume_and_tools_on_a_gs_workdir(gcs):
   url, env = gcs
   run = f"gs://{BUCKET}/run"

@@ -125,6 +125,7 @@ def _run_two_processes(script, tmp_path, devices):
   return [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
 
 
+@pytest.mark.slow
 def test_two_processes_gather_in_order_and_count_once(tmp_path):
   script = ARRAYS_WORKER.format(port=_free_port())
   for res in _run_two_processes(script, tmp_path, devices=2):
@@ -157,6 +158,7 @@ def _split_order(root):
   return np.array(indices), np.array([e["label"] for e in examples])
 
 
+@pytest.mark.slow
 def test_own_data_predictions_come_back_in_split_order(tmp_path):
   _image_folder(tmp_path / "folder")
   indices, labels = _split_order(tmp_path / "folder")
