@@ -60,8 +60,11 @@ def test_compare_timm_alternates_both_steps(monkeypatch):
   examples = [float(r.split("|")[4]) for r in (ours, timm_row)]
   assert min(examples) > 0
   want = examples[0] / examples[1]
+  # The ratio is of the unrounded rates; the rows print each rate and the
+  # ratio with 2 decimals, so allow for those roundings.
+  tol = want * sum(0.005 / e for e in examples) + 0.005 + 1e-9
   assert float(ratio.split("|")[4].strip().rstrip("x")) == pytest.approx(
-      want, abs=0.006)  # Printed with 2 decimals.
+      want, abs=tol)
 
 
 def test_compare_names_the_models_it_knows():
