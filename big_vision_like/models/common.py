@@ -259,10 +259,7 @@ def _convert_layouts(loaded, init):
 def _resample_posembs(loaded, init, paths):
   """Resamples each ViT `pos_embedding` of `loaded` to init's (square) grid."""
   for path in paths:
-    node_l, node_i = loaded, init
-    for k in path:
-      node_l = node_l.get(k) if isinstance(node_l, Mapping) else None
-      node_i = node_i[k]
+    node_l, node_i = _get_path(loaded, path), _get_path(init, path)
     if not isinstance(node_l, Mapping) or "pos_embedding" not in node_l:
       continue
     old, new = _shape(node_l["pos_embedding"]), _shape(node_i["pos_embedding"])
@@ -280,12 +277,17 @@ def _from_legacy_vits(loaded, paths):
   """Renames vision_transformer-layout ViTs at `paths` (vit.py)."""
   from big_vision_like.models import vit  # pylint: disable=C0415
   for path in paths:
-    node = loaded
-    for k in path:
-      node = node.get(k) if isinstance(node, Mapping) else None
+    node = _get_path(loaded, path)
     if isinstance(node, Mapping) and vit.is_legacy_layout(node):
       loaded = _set_path(loaded, path, vit.from_legacy_layout(node))
   return loaded
+
+
+def _get_path(tree, path):
+  """The subtree at `path`, or None where a key is missing."""
+  for k in path:
+    tree = tree.get(k) if isinstance(tree, Mapping) else None
+  return tree
 
 
 def _set_path(tree, path, value):

@@ -62,9 +62,9 @@ CASES = {
 
 
 def test_every_builtin_op_has_a_case():
-  items = registry.PP_OPS._items  # pylint: disable=protected-access
-  builtin = [name for name, factory in items.items()
-             if factory.__module__.startswith("big_vision_like.")]
+  builtin = [name for name in registry.PP_OPS.names()
+             if registry.PP_OPS.get(name).__module__.startswith(
+                 "big_vision_like.")]
   assert sorted(CASES) == sorted(builtin)
 
 
