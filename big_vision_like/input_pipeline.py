@@ -178,6 +178,13 @@ def _derive(seed, value, shape=()):
 def _options():
   options = tf.data.Options()
   options.deterministic = True
+  # No autotuning thread: deleting an iterator joins it, and it can miss the
+  # cancellation and sleep out its period (up to a minute) first. Measured
+  # (TF 2.21, 2 cores): after 45 s of reading an AUTOTUNE map, `del it` took
+  # 0, 0 and 37 s; the trainer's input thread and the notebooks' runs paused
+  # 6-48 s at the end of one run in two. Without it, AUTOTUNE parallelism is
+  # the number of cores, and the same pipeline read 30% more batches here.
+  options.autotune.enabled = False
   return options
 
 
@@ -386,8 +393,12 @@ def _cached_raw(source, split, kw, blocks, plan, *, cache_raw, pp_cached,
 
 def _example_stream(source, split, *, shuffle_key, start, process_index,
                     process_count, shuffle_buffer_size, block_size,
-                    cache_raw, pp_cached=None, pp_cached_batched=None):
+                    cache_raw, pp_cached=None, pp_cached_batched=None,
+                    materialize=True):
   """This process's endless stream of raw examples, from position `start`.
+
+  With `materialize=False`, the cached pps run in the stream instead: the
+  share's examples in storage order, repeated, nothing read ahead (a probe).
 
   Returns:
     (dataset, load): `load` is None, or a function the caller must map over
@@ -412,6 +423,8 @@ def _example_stream(source, split, *, shuffle_key, start, process_index,
   plan = _plan(sizes, block_size, shuffle_buffer_size)
   raw = _cached_raw(source, split, kw, blocks, plan, cache_raw=cache_raw,
                     pp_cached=pp_cached, pp_cached_batched=pp_cached_batched)
+  if raw is not None and not materialize:
+    return raw.repeat(), None
   if raw is not None:
     return _table_stream(raw, n, plan, shuffle_key, start), None
   if blocks is not None:
@@ -443,7 +456,7 @@ def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
                        shuffle_buffer_size=10_000,
                        block_size=DEFAULT_BLOCK_SIZE, cache_raw=False,
                        pp_cached=None, pp_cached_batched=None, prefetch=2,
-                       num_parallel_calls=AUTOTUNE):
+                       num_parallel_calls=AUTOTUNE, materialize=True):
   """Returns this process's endless stream of preprocessed training batches.
 
   Args:
@@ -477,6 +490,9 @@ def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
       from tf.data costs about 0.1 ms).
     prefetch: batches to prefetch.
     num_parallel_calls: parallelism of the pp map.
+    materialize: False runs `pp_cached(_batched)` in the stream, unshuffled,
+      instead of first reading the whole share into memory: the first batch
+      costs a batch, not the share (for probing shapes; single sources).
 
   Returns:
     A `tf.data.Dataset` of dicts of [global_batch_size // process_count, ...]
@@ -501,7 +517,8 @@ def make_train_dataset(source, split=None, *, pp, global_batch_size, seed,
     ds, load = _example_stream(_as_source(source), split, start=offset,
                                shuffle_key=_derive(seed, _SHUFFLE_TAG),
                                pp_cached=pp_cached,
-                               pp_cached_batched=pp_cached_batched, **kw)
+                               pp_cached_batched=pp_cached_batched,
+                               materialize=materialize, **kw)
   ds = ds.enumerate(start=offset)
   example_key = _derive(_derive(seed, _EXAMPLE_TAG), process_index)
   ds = ds.map(_seeded_pp(_as_pp_fn(pp), load, example_key),
@@ -628,6 +645,9 @@ def make_eval_dataset(source, split, *, pp, global_batch_size, process_index,
     cache: keep the preprocessed examples in memory.
     prefetch: batches to prefetch.
     num_parallel_calls: parallelism of the pp map.
+    materialize: False runs `pp_cached(_batched)` in the stream, unshuffled,
+      instead of first reading the whole share into memory: the first batch
+      costs a batch, not the share (for probing shapes; single sources).
 
   Returns:
     A finite `tf.data.Dataset` of `num_batches` batches of

@@ -234,9 +234,10 @@ class _Setup:
                      f"(keys {sorted(spec)}); check config.input.pp.")
     shapes = {k: spec[k].shape[1:] for k in self.config.model_inputs}
     if not all(s.is_fully_defined() for s in shapes.values()):
-      # Shapes known only at run time: preprocess one (unshuffled) batch.
+      # Shapes known only at run time: preprocess one (unshuffled) batch,
+      # without reading the share into memory for the cached pps first.
       ds = self.train_dataset(start_step=0, shuffle_buffer_size=1,
-                              cache_raw=False)
+                              cache_raw=False, materialize=False)
       batch = next(ds.take(1).as_numpy_iterator())
       shapes = {k: batch[k].shape[1:] for k in self.config.model_inputs}
     return [jnp.zeros((1, *shapes[k]), spec[k].dtype.as_numpy_dtype)

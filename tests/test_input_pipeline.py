@@ -390,3 +390,39 @@ def test_resume_reads_one_window_wherever_it_starts(fraction):
   assert load is None
   next(iter(ds))
   assert 0 < counting.reads.numpy() <= 1000  # One window of 10 blocks.
+
+
+def test_unmaterialized_stream_reads_a_batch_not_the_share():
+  """materialize=False (the trainer's shape probe) runs the cached pps in the
+  stream: the first batch is the share's first examples, in storage order,
+  after reading a few blocks; the default reads the whole share first."""
+  n = 20_000
+  kw = dict(pp='keep("id", "twice")', global_batch_size=8, seed=0,
+            process_index=0, process_count=1, block_size=100,
+            pp_cached=lambda x: {**x, "twice": 2 * x["id"]})
+  counting = _CountingSource(n)
+  first = next(ip.make_train_dataset(
+      counting, "train", materialize=False, shuffle_buffer_size=1,
+      **kw).as_numpy_iterator())
+  np.testing.assert_array_equal(first["id"], np.arange(8))
+  np.testing.assert_array_equal(first["twice"], 2 * np.arange(8))
+  assert 8 <= counting.reads.numpy() <= n // 10, counting.reads.numpy()
+  counting = _CountingSource(n)
+  shuffled = next(ip.make_train_dataset(counting, "train",
+                                        **kw).as_numpy_iterator())
+  assert counting.reads.numpy() == n  # The whole share, into memory.
+  np.testing.assert_array_equal(shuffled["twice"], 2 * shuffled["id"])
+
+
+def test_datasets_have_no_autotune_thread(source):
+  """The autotuner's thread can delay an iterator's deletion by up to a
+  minute (see `_options`): train and eval datasets run without it."""
+  train = ip.make_train_dataset(source, "train", pp=PP_RANDOM,
+                                global_batch_size=8, seed=0, process_index=0,
+                                process_count=1)
+  evals, _ = ip.make_eval_dataset(source, "validation", pp=PP_EVAL,
+                                  global_batch_size=8, process_index=0,
+                                  process_count=1)
+  for ds in (train, evals):
+    assert ds.options().autotune.enabled is False
+    assert ds.options().deterministic is True
