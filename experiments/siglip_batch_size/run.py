@@ -68,24 +68,37 @@ def run_all(out, batch_sizes, examples, seeds):
   return rows
 
 
+def _cell(values):
+  """Mean over seeds, with the range when there are several: 89.0% (88.6-89.4)."""
+  if not values:
+    return "-"
+  mean = f"{100 * sum(values) / len(values):.1f}%"
+  if len(values) == 1:
+    return mean
+  return f"{mean} ({100 * min(values):.1f}-{100 * max(values):.1f})"
+
+
 def table(rows):
-  """Markdown table: zero-shot / Recall@1 per batch size and loss."""
-  lines = ["| batch | steps | sigmoid zero-shot | softmax zero-shot | "
+  """Markdown table: zero-shot / Recall@1 per batch size and loss, each cell
+  the mean over seeds and their range."""
+  seeds = len({r["seed"] for r in rows})
+  lines = [f"Mean over {seeds} seed{'s' if seeds > 1 else ''} (range):", "",
+           "| batch | steps | sigmoid zero-shot | softmax zero-shot | "
            "sigmoid i2t R@1 | softmax i2t R@1 |", "|---|---|---|---|---|---|"]
   for b in sorted({r["batch_size"] for r in rows}):
     get = lambda loss, k: [r[k] for r in rows  # noqa: E731
                            if r["batch_size"] == b and r["loss"] == loss]
-    mean = lambda v: f"{100 * sum(v) / len(v):.1f}%" if v else "-"  # noqa: E731
     steps = get("sigmoid", "steps") or get("softmax", "steps")
     lines.append(
-        f"| {b} | {steps[0]} | {mean(get('sigmoid', 'zeroshot'))} | "
-        f"{mean(get('softmax', 'zeroshot'))} | "
-        f"{mean(get('sigmoid', 'i2t_r1'))} | {mean(get('softmax', 'i2t_r1'))} |")
+        f"| {b} | {steps[0]} | {_cell(get('sigmoid', 'zeroshot'))} | "
+        f"{_cell(get('softmax', 'zeroshot'))} | "
+        f"{_cell(get('sigmoid', 'i2t_r1'))} | {_cell(get('softmax', 'i2t_r1'))} |")
   return "\n".join(lines)
 
 
 def plot(rows, path):
-  """Zero-shot top-1 vs batch size, one line per loss (needs matplotlib)."""
+  """Zero-shot top-1 vs batch size: per loss the mean over seeds (line) and
+  each seed (dots). Needs matplotlib."""
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
@@ -94,11 +107,20 @@ def plot(rows, path):
     print("matplotlib missing (pip install -e .[notebooks]): no plot.")
     return
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  for loss in LOSSES:
-    pts = sorted((r["batch_size"], r["zeroshot"]) for r in rows
-                 if r["loss"] == loss)
-    ax.plot([b for b, _ in pts], [100 * z for _, z in pts], "o-", label=loss)
+  seeds = len({r["seed"] for r in rows})
+  for loss, color in zip(LOSSES, ("C0", "C1")):
+    runs = [r for r in rows if r["loss"] == loss]
+    sizes = sorted({r["batch_size"] for r in runs})
+    means = [100 * sum(r["zeroshot"] for r in runs if r["batch_size"] == b) /
+             sum(1 for r in runs if r["batch_size"] == b) for b in sizes]
+    ax.plot(sizes, means, "o-", color=color,
+            label=f"{loss} (mean of {seeds} seed{'s' if seeds > 1 else ''})")
+    ax.scatter([r["batch_size"] for r in runs],
+               [100 * r["zeroshot"] for r in runs], s=12, color=color,
+               alpha=0.5)
   ax.set_xscale("log", base=2)
+  ax.set_xticks(sorted({r["batch_size"] for r in rows}))
+  ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
   ax.set_xlabel("global batch size (same number of examples)")
   ax.set_ylabel("zero-shot top-1 (%)")
   ax.set_title("bvl_shapes, two towers from scratch")
