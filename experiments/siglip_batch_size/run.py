@@ -2,7 +2,7 @@ r"""Sigmoid (SigLIP) vs softmax (CLIP) loss across batch sizes, same budget.
 
   .venv/bin/python experiments/siglip_batch_size/run.py \
       [--out workdirs/experiments/siglip_batch_size] \
-      [--batch_sizes 32,128,512] [--examples 131072] [--seeds 0]
+      [--batch_sizes 32,128,512] [--examples 393216] [--seeds 0,1,2]
 
 Trains `configs/siglip_shapes.py` (both towers from scratch on the built-in
 `bvl_shapes` captions) with each loss and each global batch size for the same
@@ -16,23 +16,18 @@ markdown table and saves `zeroshot_vs_batch.png` (with matplotlib, from the
 """
 
 import argparse
-import importlib.util
 import json
 import os
 
+from big_vision_like import config as config_lib
 from big_vision_like import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 LOSSES = ("sigmoid", "softmax")
 
 
 def _config(loss, batch_size, examples, seed):
-  spec = importlib.util.spec_from_file_location(
-      "siglip_shapes", os.path.join(ROOT, "configs", "siglip_shapes.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(f"loss={loss}")
+  c = config_lib.load("siglip_shapes", f"loss={loss}")
   c.seed = seed
   # The demo's recipe (learning rate, towers, optimizer); only the batch size
   # and the step count change, and the warmup keeps the demo's share of the
@@ -135,8 +130,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default="workdirs/experiments/siglip_batch_size")
   parser.add_argument("--batch_sizes", default="32,128,512")
-  parser.add_argument("--examples", type=int, default=131072)
-  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--examples", type=int, default=393216)
+  parser.add_argument("--seeds", default="0,1,2")
   args = parser.parse_args()
   rows = run_all(args.out, [int(b) for b in args.batch_sizes.split(",")],
                  args.examples, [int(s) for s in args.seeds.split(",")])
