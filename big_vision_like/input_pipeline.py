@@ -423,9 +423,9 @@ def _example_stream(source, split, *, shuffle_key, start, process_index,
   plan = _plan(sizes, block_size, shuffle_buffer_size)
   raw = _cached_raw(source, split, kw, blocks, plan, cache_raw=cache_raw,
                     pp_cached=pp_cached, pp_cached_batched=pp_cached_batched)
-  if raw is not None and not materialize:
-    return raw.repeat(), None
   if raw is not None:
+    if not materialize:
+      return raw.repeat(), None
     return _table_stream(raw, n, plan, shuffle_key, start), None
   if blocks is not None:
     return _windowed_stream(plan, shuffle_key, start,
@@ -645,9 +645,6 @@ def make_eval_dataset(source, split, *, pp, global_batch_size, process_index,
     cache: keep the preprocessed examples in memory.
     prefetch: batches to prefetch.
     num_parallel_calls: parallelism of the pp map.
-    materialize: False runs `pp_cached(_batched)` in the stream, unshuffled,
-      instead of first reading the whole share into memory: the first batch
-      costs a batch, not the share (for probing shapes; single sources).
 
   Returns:
     A finite `tf.data.Dataset` of `num_batches` batches of
