@@ -12,15 +12,27 @@ measured peak of a large matmul in the matmul dtype on the same devices. The
 step is the trainer's own `make_train_step` (forward, backward, softmax
 cross-entropy, AdamW update) on constant data.
 
-`--compare timm` (needs the `torch` extra) also times timm's model of the
-same size (`TIMM_NAMES`) with the same batch, resolution, matmul precision
-(torch.autocast for bfloat16) and optimizer (AdamW, lr 1e-3, wd 1e-4), in a
-subprocess (`tools/torch_step.py`) whose steps alternate with the JAX
-steps, so both see the same load; its utilisation uses the same FLOP count
-and peak. `--attention_impl` picks the ViT attention kernel
-(`models/attention.py`).
+`--compare` also times other steps of the same model size, each in turn
+with ours (one step each, round after round), so all see the same load;
+their utilisation uses our FLOP count and peak:
+
+- `timm` (needs the `torch` extra): timm's model (`TIMM_NAMES`) with the
+  same batch, resolution, matmul precision (torch.autocast for bfloat16) and
+  optimizer (AdamW, lr 1e-3, wd 1e-4), in a subprocess
+  (`tools/torch_step.py`);
+- `big_vision` (ViTs): google-research/big_vision's own ViT
+  (`big_vision.models.vit`, from `--big_vision_dir`, a checkout, or an
+  installed `big_vision`) in our train step, twice: in this process, and in
+  a subprocess (`tools/jax_step.py`) with glibc's malloc defaults, as
+  big_vision runs it;
+- `glibc_malloc`: our step in a subprocess with glibc's malloc defaults
+  (`BIG_VISION_LIKE_HOST_MEMORY=default`): what `host_memory` gains.
+
+The header says how this process holds host memory (`host_memory.STATE`).
+`--attention_impl` picks the ViT attention kernel (`models/attention.py`).
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -31,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_like import host_memory
 from big_vision_like import optim
 from big_vision_like import sharding
 from big_vision_like import step as step_lib
@@ -48,8 +61,12 @@ _BATCH = flags.DEFINE_list("batch_size", ["8", "16", "32"],
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after 1 warm-up).")
 _DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
-_COMPARE = flags.DEFINE_enum("compare", None, ["timm"],
-                             "Also time timm's model of the same size.")
+COMPARISONS = ("timm", "big_vision", "glibc_malloc")
+_COMPARE = flags.DEFINE_list(
+    "compare", [], f"Also time, alternating with ours: any of {COMPARISONS}.")
+_BIG_VISION = flags.DEFINE_string(
+    "big_vision_dir", None, "A checkout of google-research/big_vision "
+    "(DIR/big_vision/models/vit.py), for --compare big_vision.")
 _ATTENTION = flags.DEFINE_string("attention_impl", None,
                                  "ViT attention kernel (models/attention.py).")
 
@@ -72,18 +89,37 @@ TIMM_NAMES = {
 }
 
 
+def big_vision_vit(variant, dtype_mm, big_vision_dir=None):
+  """google-research/big_vision's own ViT, from a checkout or installed."""
+  if big_vision_dir:
+    if not os.path.isfile(os.path.join(big_vision_dir, "big_vision", "models",
+                                       "vit.py")):
+      raise ValueError(f"--big_vision_dir {big_vision_dir}: no "
+                       "big_vision/models/vit.py there (a checkout of "
+                       "google-research/big_vision is expected).")
+    sys.path.insert(0, os.path.abspath(big_vision_dir))
+  try:
+    from big_vision.models import vit  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ValueError("--compare big_vision needs google-research/big_vision: "
+                     f"pass --big_vision_dir (a checkout) ({e}).") from None
+  return vit.Model(num_classes=1000, variant=variant, dtype_mm=dtype_mm)
+
+
 def build_step(model_name, variant, res, batch_size, dtype_mm, mesh=None,
-               **model_kw):
+               model=None, **model_kw):
   """Returns (`run()`: seconds of one more train step, FLOPs per step).
 
+  The model is the registered `model_name` with `variant`, or `model`.
   FLOPs are XLA's count of the whole unpartitioned global step
   (`visibility.step_flops` of the Lowered): the same on every platform,
   where a GPU executable's own count misses the matmuls given to cuBLAS.
   The first (compiling) step has run when this returns.
   """
   mesh = mesh or sharding.make_mesh()
-  model = MODELS.get(model_name)(num_classes=1000, variant=variant,
-                                 dtype_mm=dtype_mm, **model_kw)
+  if model is None:
+    model = MODELS.get(model_name)(num_classes=1000, variant=variant,
+                                   dtype_mm=dtype_mm, **model_kw)
   images = jnp.zeros((batch_size, res, res, 3), jnp.float32)
   labels = jax.nn.one_hot(jnp.arange(batch_size) % 1000, 1000)
   params = jax.jit(model.init, static_argnames="train")(
@@ -124,22 +160,22 @@ def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
   return float(np.median([run() for _ in range(steps)])), flops
 
 
-class TorchStep:
-  """timm's train step in a subprocess (`tools/torch_step.py`), on request."""
+class StepServer:
+  """A train step in a subprocess that answers each request with its seconds.
 
-  def __init__(self, spec, batch_size, res, dtype_mm):
-    if spec not in TIMM_NAMES:
-      raise ValueError(f"--compare timm: no timm model known for {spec!r}; "
-                       f"known: {sorted(TIMM_NAMES)}.")
-    self.proc = subprocess.Popen(
-        [sys.executable, "-m", "big_vision_like.tools.torch_step",
-         "--model", TIMM_NAMES[spec], "--batch_size", str(batch_size),
-         "--res", str(res), "--dtype_mm", dtype_mm],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    if self.proc.stdout.readline().strip() != "ready":
+  The protocol of `tools/torch_step.py` and `tools/jax_step.py`: the
+  process prints `ready` (and what it wants said of its runtime) once its
+  step has run, then one line of seconds per `step` line read.
+  """
+
+  def __init__(self, argv, name, env=None):
+    self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=env)
+    ready, _, note = self.proc.stdout.readline().strip().partition(" ")
+    if ready != "ready":
       self.proc.kill()
-      raise RuntimeError(f"timm's {TIMM_NAMES[spec]} step did not start "
-                         "(its error is above).")
+      raise RuntimeError(f"{name}'s step did not start (its error is above).")
+    self.name = f"{name} ({note})" if note else name
 
   def run(self):
     self.proc.stdin.write("step\n")
@@ -151,6 +187,32 @@ class TorchStep:
     self.proc.wait()
 
 
+def timm_step(spec, batch_size, res, dtype_mm):
+  """timm's model of the size of `spec` (`TIMM_NAMES`), in a subprocess."""
+  if spec not in TIMM_NAMES:
+    raise ValueError(f"--compare timm: no timm model known for {spec!r}; "
+                     f"known: {sorted(TIMM_NAMES)}.")
+  return StepServer(
+      [sys.executable, "-m", "big_vision_like.tools.torch_step",
+       "--model", TIMM_NAMES[spec], "--batch_size", str(batch_size),
+       "--res", str(res), "--dtype_mm", dtype_mm], f"timm {TIMM_NAMES[spec]}")
+
+
+def jax_step(spec, batch_size, res, dtype_mm, name, *, big_vision_dir=None,
+             host_memory_mode="default", model_kw=None):
+  """Our step of `spec` ("big_vision:vit:S/16": big_vision's ViT) in a
+  subprocess (`tools/jax_step.py`), host memory as `host_memory_mode`."""
+  argv = [sys.executable, "-m", "big_vision_like.tools.jax_step",
+          "--model", spec, "--batch_size", str(batch_size), "--res", str(res),
+          "--dtype_mm", dtype_mm]
+  if big_vision_dir:
+    argv += ["--big_vision_dir", big_vision_dir]
+  for k, v in (model_kw or {}).items():
+    argv += [f"--{k}", str(v)]
+  env = {**os.environ, host_memory.ENV: host_memory_mode}
+  return StepServer(argv, name, env=env)
+
+
 def _row(name, batch_size, sec, flops, devices, peak):
   util = visibility.mfu(flops, sec, devices, peak / devices)
   return (f"| {name} | {batch_size} | {sec * 1e3:.0f} | "
@@ -159,29 +221,53 @@ def _row(name, batch_size, sec, flops, devices, peak):
 
 
 def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
-            model_kw):
-  """Rows for our step and timm's, timed alternately `steps` times each."""
+            model_kw, against=("timm",), big_vision_dir=None):
+  """Rows for our step and each of `against` (see the module doc), timed in
+  turn `steps` times each, then a ratio row per comparison."""
   name, _, variant = spec.partition(":")
   ours, flops = build_step(name, variant or None, res, batch_size, dtype_mm,
                            **model_kw)
-  theirs = TorchStep(spec, batch_size, res, dtype_mm)
-  times = {"ours": [], "timm": []}
+  runners, servers = [(spec, ours)], []
   try:
+    for other in against:
+      if other == "timm":
+        servers.append(timm_step(spec, batch_size, res, dtype_mm))
+      elif other == "big_vision":
+        if name != "vit":
+          raise ValueError(f"--compare big_vision: ViTs only, not {spec!r}.")
+        theirs, _ = build_step(name, variant, res, batch_size, dtype_mm,
+                               model=big_vision_vit(variant, dtype_mm,
+                                                    big_vision_dir))
+        runners.append(("big_vision ViT (this process)", theirs))
+        servers.append(jax_step(f"big_vision:{spec}", batch_size, res,
+                                dtype_mm, "big_vision ViT",
+                                big_vision_dir=big_vision_dir))
+      elif other == "glibc_malloc":
+        servers.append(jax_step(spec, batch_size, res, dtype_mm, spec,
+                                model_kw=model_kw))
+      else:
+        raise ValueError(f"--compare {other!r}: expected any of "
+                         f"{COMPARISONS}.")
+    runners += [(s.name, s.run) for s in servers]
+    times = {n: [] for n, _ in runners}
     for _ in range(steps):
-      times["ours"].append(ours())
-      times["timm"].append(theirs.run())
+      for n, run in runners:
+        times[n].append(run())
   finally:
-    theirs.close()
-  sec = {k: float(np.median(v)) for k, v in times.items()}
-  return [_row(spec, batch_size, sec["ours"], flops, devices, peak),
-          _row(f"timm {TIMM_NAMES[spec]}", batch_size, sec["timm"], flops,
-               devices, peak),
-          f"| ratio (ours / timm examples/s) | | | "
-          f"{sec['timm'] / sec['ours']:.2f}x | | | | |"]
+    for s in servers:
+      s.close()
+  sec = {n: float(np.median(v)) for n, v in times.items()}
+  rows = [_row(n, batch_size, sec[n], flops, devices, peak) for n in sec]
+  return rows + [f"| ratio (ours / {n} examples/s) | | | "
+                 f"{sec[n] / sec[spec]:.2f}x | | | | |" for n in list(sec)[1:]]
 
 
 def main(argv):
   del argv
+  unknown = sorted(set(_COMPARE.value) - set(COMPARISONS))
+  if unknown:
+    raise app.UsageError(f"--compare {','.join(unknown)}: expected any of "
+                         f"{COMPARISONS}.")
   mesh = sharding.make_mesh()
   peak = matmul_peak(_MATMUL.value, mesh, _DTYPE.value)
   devices = jax.device_count()
@@ -190,7 +276,8 @@ def main(argv):
   print(f"devices: {devices} x {kind}; matmul peak "
         f"({_MATMUL.value}^3 {_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s"
         + (f" (datasheet: {table * devices / 1e9:.1f})" if table else ""))
-  print(f"{_RES.value}px, dtype_mm {_DTYPE.value}")
+  print(f"{_RES.value}px, dtype_mm {_DTYPE.value}; host memory: "
+        f"{host_memory.STATE}")
   print("| model | batch | step ms | examples/s | examples/s/device | "
         "GFLOP/step | GFLOP/s | utilisation |")
   print("|---|---|---|---|---|---|---|---|")
@@ -202,7 +289,8 @@ def main(argv):
     for batch_size in (int(b) for b in _BATCH.value):
       if _COMPARE.value:
         rows = compare(spec, batch_size, _STEPS.value, _RES.value,
-                       _DTYPE.value, devices, peak, kw)
+                       _DTYPE.value, devices, peak, kw, _COMPARE.value,
+                       _BIG_VISION.value)
       else:
         sec, flops = step_benchmark(name, variant or None, _RES.value,
                                     batch_size, _STEPS.value, _DTYPE.value,

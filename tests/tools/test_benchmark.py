@@ -69,4 +69,34 @@ def test_compare_timm_alternates_both_steps(monkeypatch):
 
 def test_compare_names_the_models_it_knows():
   with pytest.raises(ValueError, match="no timm model known for 'vit:mu/4'"):
-    benchmark.TorchStep("vit:mu/4", 8, 32, "float32")
+    benchmark.timm_step("vit:mu/4", 8, 32, "float32")
+  with pytest.raises(ValueError, match="no big_vision/models/vit.py there"):
+    benchmark.big_vision_vit("S/16", "float32", "/nonexistent")
+
+
+def test_compare_big_vision_runs_its_vit_here_and_in_its_own_process(
+    tmp_path):
+  # A stand-in checkout (the real one cannot be downloaded here): its
+  # big_vision/models/vit.py builds a one-block ViT, as big_vision's Model.
+  models = tmp_path / "big_vision" / "models"
+  models.mkdir(parents=True)
+  for d in (tmp_path / "big_vision", models):
+    (d / "__init__.py").write_text("")
+  (models / "vit.py").write_text(
+      "from big_vision_like.models import vit\n"
+      "def Model(num_classes, variant, dtype_mm):\n"
+      "  return vit.Model(num_classes, variant=variant, dtype_mm=dtype_mm,\n"
+      "                   attention_impl='xla')\n")
+  rows = benchmark.compare("vit:mu/16", batch_size=8, steps=2, res=32,
+                           dtype_mm="float32", devices=8, peak=1e12,
+                           model_kw={"attention_impl": "xla"},
+                           against=("big_vision",),
+                           big_vision_dir=str(tmp_path))
+  names = [r.split("|")[1].strip() for r in rows]
+  assert names == [
+      "vit:mu/16", "big_vision ViT (this process)",
+      "big_vision ViT (glibc defaults (BIG_VISION_LIKE_HOST_MEMORY=default))",
+      "ratio (ours / big_vision ViT (this process) examples/s)",
+      "ratio (ours / big_vision ViT (glibc defaults "
+      "(BIG_VISION_LIKE_HOST_MEMORY=default)) examples/s)"]
+  assert all(float(r.split("|")[4].rstrip("x ")) > 0 for r in rows)
