@@ -14,6 +14,12 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8")
 
+# The suite's processes are short (compiles and a few tiny steps): glibc's
+# default malloc arenas compile faster than host_memory's single arena, whose
+# gain is per step of a large model. tests/test_host_memory.py and the
+# benchmark's --compare tests choose their mode explicitly.
+os.environ.setdefault("BIG_VISION_LIKE_HOST_MEMORY", "default")
+
 # Tests compile hundreds of tiny programs and run each a few times: LLVM's
 # -O0 backend roughly halves XLA:CPU compile time, and the subprocesses the
 # tests start inherit it. `BVL_TEST_XLA_OPT=1` keeps the default.
