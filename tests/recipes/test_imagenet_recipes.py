@@ -9,6 +9,7 @@ random examples with each dataset's real features (tests/mock_tfds.py).
 
 import math
 
+import pytest
 
 from big_vision_like import config as config_lib
 from big_vision_like import train
@@ -66,6 +67,9 @@ def test_vit_i1k(tmp_path, mock_tfds):
   _check_results(cfg, results)
 
 
+# The slowest recipe run (~70 s: the NFNet step compiles slowly on XLA:CPU):
+# in make test-slow, which CI runs after make test.
+@pytest.mark.slow
 def test_nfnet_i1k(tmp_path, mock_tfds):
   cfg = _load("nfnet_i1k")
   assert "192" in cfg.input.pp and "central_crop(256)" in cfg.evals.val.pp_fn

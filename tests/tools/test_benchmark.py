@@ -74,6 +74,7 @@ def test_compare_names_the_models_it_knows():
     benchmark.big_vision_vit("S/16", "float32", "/nonexistent")
 
 
+@pytest.mark.slow  # A subprocess compiling its own step: make test-slow.
 def test_compare_big_vision_runs_its_vit_here_and_in_its_own_process(
     tmp_path):
   # A stand-in checkout (the real one cannot be downloaded here): its
