@@ -192,10 +192,13 @@ def timm_step(spec, batch_size, res, dtype_mm):
   if spec not in TIMM_NAMES:
     raise ValueError(f"--compare timm: no timm model known for {spec!r}; "
                      f"known: {sorted(TIMM_NAMES)}.")
+  # glibc's malloc defaults, as a timm user runs (the server is imported
+  # through big_vision_like, whose import would set host_memory's options).
   return StepServer(
       [sys.executable, "-m", "big_vision_like.tools.torch_step",
        "--model", TIMM_NAMES[spec], "--batch_size", str(batch_size),
-       "--res", str(res), "--dtype_mm", dtype_mm], f"timm {TIMM_NAMES[spec]}")
+       "--res", str(res), "--dtype_mm", dtype_mm], f"timm {TIMM_NAMES[spec]}",
+      env={**os.environ, host_memory.ENV: "default"})
 
 
 def jax_step(spec, batch_size, res, dtype_mm, name, *, big_vision_dir=None,
