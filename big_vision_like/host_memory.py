@@ -6,7 +6,8 @@ intermediates (2 GB for the ViT-S/16 train step at batch 16), allocated with
 large with a fresh `mmap` and gives it back with `munmap`, so on every step
 the kernel page-faults and zero-fills the whole buffer again: about 0.5 M
 page faults and 1 s of system time per ViT-S/16 step on a 2-core CPU, a
-quarter of the step's CPU time (`tools/benchmark.py` prints the faults).
+quarter of the step's CPU time (`getrusage` around a step; `strace` shows
+the `mmap`/`munmap` pair).
 
 `configure()` sets three glibc malloc options (`mallopt`) so that freed
 memory stays in the process and the next step reuses it without a fault:

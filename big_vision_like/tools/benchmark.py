@@ -216,6 +216,16 @@ def jax_step(spec, batch_size, res, dtype_mm, name, *, big_vision_dir=None,
   return StepServer(argv, name, env=env)
 
 
+def time_in_turn(runners, steps):
+  """{name: median seconds} of `runners` ([(name, run)]) timed one step each,
+  round after round, `steps` rounds: all see the same load."""
+  times = {n: [] for n, _ in runners}
+  for _ in range(steps):
+    for n, run in runners:
+      times[n].append(run())
+  return {n: float(np.median(v)) for n, v in times.items()}
+
+
 def _row(name, batch_size, sec, flops, devices, peak):
   util = visibility.mfu(flops, sec, devices, peak / devices)
   return (f"| {name} | {batch_size} | {sec * 1e3:.0f} | "
@@ -252,14 +262,10 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
         raise ValueError(f"--compare {other!r}: expected any of "
                          f"{COMPARISONS}.")
     runners += [(s.name, s.run) for s in servers]
-    times = {n: [] for n, _ in runners}
-    for _ in range(steps):
-      for n, run in runners:
-        times[n].append(run())
+    sec = time_in_turn(runners, steps)
   finally:
     for s in servers:
       s.close()
-  sec = {n: float(np.median(v)) for n, v in times.items()}
   rows = [_row(n, batch_size, sec[n], flops, devices, peak) for n in sec]
   return rows + [f"| ratio (ours / {n} examples/s) | | | "
                  f"{sec[n] / sec[spec]:.2f}x | | | | |" for n in list(sec)[1:]]

@@ -11,8 +11,6 @@ driver's memory. Prints examples/s (median) and the ratios.
 
 import argparse
 
-import numpy as np
-
 from big_vision_like.tools import benchmark
 
 
@@ -32,14 +30,12 @@ def main():
         servers[(model, mode)] = benchmark.jax_step(
             spec, args.batch_size, 224, "float32", f"{model} {mode}",
             big_vision_dir=args.big_vision_dir, host_memory_mode=mode)
-    times = {k: [] for k in servers}
-    for _ in range(args.steps):
-      for k, s in servers.items():
-        times[k].append(s.run())
+    sec = benchmark.time_in_turn([(k, s.run) for k, s in servers.items()],
+                                 args.steps)
   finally:
     for s in servers.values():
       s.close()
-  rate = {k: args.batch_size / np.median(v) for k, v in times.items()}
+  rate = {k: args.batch_size / t for k, t in sec.items()}
   print("| model | host memory | examples/s |\n|---|---|---|")
   for (model, mode), r in rate.items():
     print(f"| {model} | {servers[(model, mode)].name} | {r:.2f} |")
