@@ -74,6 +74,16 @@ def _installed_plugins():
   return found
 
 
+def cpu_only_run():
+  """Whether this run can only use the CPU (see `accelerator_possible`)."""
+  return not accelerator_possible(_jax_platforms(), _installed_plugins())
+
+
+def jax_backends_initialized():
+  """Whether JAX has started its backends (too late for process options)."""
+  return _jax_backends_initialized()
+
+
 def _jax_backends_initialized():
   if "jax" not in sys.modules:
     return False

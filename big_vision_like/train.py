@@ -30,6 +30,7 @@ import numpy as np
 from big_vision_like import accumulation
 from big_vision_like import checkpoint as ckpt_lib
 from big_vision_like import config as config_lib
+from big_vision_like import cpu_devices
 from big_vision_like import distill as distill_lib
 from big_vision_like import fs
 from big_vision_like import input_pipeline
@@ -92,6 +93,9 @@ DEFAULTS = {
     "mixup": None,  # E.g. dict(p=0.2): mixup on device in the train step.
     "cutmix": None,  # E.g. dict(alpha=1.0); with mixup, one per step.
     "mesh": (("data", -1),),
+    # CPU-only runs: JAX devices the host is split into, N or None ("auto":
+    # one per core, up to 8, dividing the batch sizes; see cpu_devices.py).
+    "cpu_devices": None,
     "sharding_rules": ((".*", "replicate"),),
     "log_training_steps": 50,
     "log_eval_steps": None,  # Default schedule of evaluators without one.
@@ -153,6 +157,21 @@ def _check_batch_size(batch_size):
         f"{devices} devices ({processes} processes): use a multiple of "
         f"{devices}, e.g. {max(devices, batch_size // devices * devices)}.")
   return batch_size
+
+
+def _configure_cpu_devices(config):
+  """Splits a CPU-only host into `config.cpu_devices` devices before JAX
+  starts (cpu_devices.py); sizes that are not valid are reported later."""
+  is_size = lambda v: config_lib.is_integer(v) and v > 0
+  sizes = [config.input.batch_size] + [
+      e["batch_size"] for e in (config.evals or {}).values()
+      if "batch_size" in e]
+  accum = config.grad_accum_steps
+  requested = "auto" if config.cpu_devices is None else config.cpu_devices
+  cpu_devices.configure(
+      requested, batch_sizes=[int(b) for b in sizes if is_size(b)],
+      grad_accum_steps=int(accum) if is_size(accum) else 1,
+      mesh_config=config.mesh)
 
 
 def _check_numbers(config):
@@ -387,6 +406,7 @@ def train_and_evaluate(config, workdir):
       step in flight is saved and complete.
   """
   config = config_lib.check_and_fill(config, DEFAULTS)
+  _configure_cpu_devices(config)
   if fs.exists(workdir) and not fs.isdir(workdir):
     raise NotADirectoryError(f"The workdir {workdir} is a file, not a "
                              "directory.")
@@ -462,6 +482,10 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
         writer.write(step, {"compile_sec": compile_sec, **memory,
                             **({"step_flops": flops} if flops else {})})
         _log(f"Compiled the train step in {compile_sec:.1f}s.")
+        _log(f"Devices: {jax.device_count()} x "
+             f"{jax.devices()[0].device_kind}"
+             + (f" (cpu_devices: {cpu_devices.STATE})"
+                if jax.default_backend() == "cpu" else ""))
         _log(visibility.describe_step(flops, memory, setup.peak_flops))
       with setup.profiler.step(step):
         state, metrics = step_fn(state, batch)

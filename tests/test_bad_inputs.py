@@ -438,6 +438,8 @@ CASES = [
      r"config\.input\.batch_size='32'"),
     ("batch_size_float", _config(input__batch_size=32.0), ValueError,
      r"config\.input\.batch_size=32\.0"),
+    ("cpu_devices_zero", _config(cpu_devices=0), ValueError,
+     r"config\.cpu_devices=0: expected 'auto' or an integer >= 1"),
     ("lr_nan", _config(lr=float("nan")), ValueError,
      r"config\.lr=nan: must be a finite number"),
     ("lr_negative", _config(lr=-0.1), ValueError, r"config\.lr=-0\.1"),

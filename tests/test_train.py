@@ -172,6 +172,31 @@ def _free_port():
     return s.getsockname()[1]
 
 
+CPU_DEVICES = """
+import sys, jax
+sys.path.insert(0, {root!r})
+from tests.test_train import tiny_config
+from big_vision_like import train
+train.train_and_evaluate(tiny_config(total_steps=2, log_training_steps=1,
+                                     evals={{}}, cpu_devices=2), {wd!r})
+print("devices", jax.device_count())
+"""
+
+
+def test_the_trainer_splits_a_cpu_host_into_the_devices_asked_for(tmp_path):
+  """config.cpu_devices sets the count before JAX starts (no XLA_FLAGS)."""
+  env = {k: v for k, v in _env().items() if k != "XLA_FLAGS"}
+  out = subprocess.run(
+      [sys.executable, "-c", CPU_DEVICES.format(root=ROOT, wd=str(tmp_path))],
+      env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "Devices: 2 x cpu (cpu_devices: 2 (requested))" in out.stdout
+  assert out.stdout.strip().endswith("devices 2")
+  assert [r["step"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))
+          if "train/loss" in r] == [1, 2]
+
+
 WORKER = """
 import sys, json, numpy as np, jax
 jax.distributed.initialize("127.0.0.1:{port}", num_processes=2,

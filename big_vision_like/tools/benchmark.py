@@ -23,16 +23,22 @@ their utilisation uses our FLOP count and peak:
 - `big_vision` (ViTs): google-research/big_vision's own ViT
   (`big_vision.models.vit`, from `--big_vision_dir`, a checkout, or an
   installed `big_vision`) in our train step, twice: in this process, and in
-  a subprocess (`tools/jax_step.py`) with glibc's malloc defaults, as
-  big_vision runs it;
+  a subprocess (`tools/jax_step.py`) as big_vision runs it: glibc's
+  malloc defaults and one CPU device;
 - `glibc_malloc`: our step in a subprocess with glibc's malloc defaults
-  (`BIG_VISION_LIKE_HOST_MEMORY=default`): what `host_memory` gains.
+  (`BIG_VISION_LIKE_HOST_MEMORY=default`): what `host_memory` gains;
+- `one_device`: our step in a subprocess on one CPU device
+  (`--cpu_devices 1`): what splitting the host into devices gains.
 
-The header says how this process holds host memory (`host_memory.STATE`).
+`--cpu_devices` ("auto" by default, or N) splits a CPU-only host into
+devices as the trainer's `config.cpu_devices` does (`cpu_devices.py`; auto
+counts divide every `--batch_size`). The header says how many devices run
+and how this process holds host memory (`host_memory.STATE`).
 `--attention_impl` picks the ViT attention kernel (`models/attention.py`).
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -43,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_like import cpu_devices
 from big_vision_like import host_memory
 from big_vision_like import optim
 from big_vision_like import sharding
@@ -61,7 +68,7 @@ _BATCH = flags.DEFINE_list("batch_size", ["8", "16", "32"],
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after 1 warm-up).")
 _DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
-COMPARISONS = ("timm", "big_vision", "glibc_malloc")
+COMPARISONS = ("timm", "big_vision", "glibc_malloc", "one_device")
 _COMPARE = flags.DEFINE_list(
     "compare", [], f"Also time, alternating with ours: any of {COMPARISONS}.")
 _BIG_VISION = flags.DEFINE_string(
@@ -69,6 +76,9 @@ _BIG_VISION = flags.DEFINE_string(
     "(DIR/big_vision/models/vit.py), for --compare big_vision.")
 _ATTENTION = flags.DEFINE_string("attention_impl", None,
                                  "ViT attention kernel (models/attention.py).")
+_CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices", "auto", "CPU-only runs: 'auto' or N devices "
+    "(cpu_devices.py).")
 
 # Our model spec -> timm's model of the same architecture and size.
 TIMM_NAMES = {
@@ -202,17 +212,21 @@ def timm_step(spec, batch_size, res, dtype_mm):
 
 
 def jax_step(spec, batch_size, res, dtype_mm, name, *, big_vision_dir=None,
-             host_memory_mode="default", model_kw=None):
+             host_memory_mode="default", model_kw=None, devices=1):
   """Our step of `spec` ("big_vision:vit:S/16": big_vision's ViT) in a
-  subprocess (`tools/jax_step.py`), host memory as `host_memory_mode`."""
+  subprocess (`tools/jax_step.py`), host memory as `host_memory_mode`, on
+  `devices` ("auto" or N) CPU devices on a CPU-only host."""
   argv = [sys.executable, "-m", "big_vision_like.tools.jax_step",
           "--model", spec, "--batch_size", str(batch_size), "--res", str(res),
-          "--dtype_mm", dtype_mm]
+          "--dtype_mm", dtype_mm, "--cpu_devices", str(devices)]
   if big_vision_dir:
     argv += ["--big_vision_dir", big_vision_dir]
   for k, v in (model_kw or {}).items():
     argv += [f"--{k}", str(v)]
   env = {**os.environ, host_memory.ENV: host_memory_mode}
+  # The count asked for here, not one this process's XLA_FLAGS forced.
+  env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+",
+                            "", env.get("XLA_FLAGS", "")).strip()
   return StepServer(argv, name, env=env)
 
 
@@ -240,7 +254,7 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
   name, _, variant = spec.partition(":")
   ours, flops = build_step(name, variant or None, res, batch_size, dtype_mm,
                            **model_kw)
-  runners, servers = [(spec, ours)], []
+  runners, servers, row_devices = [(spec, ours)], [], {spec: devices}
   try:
     for other in against:
       if other == "timm":
@@ -252,12 +266,19 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
                                model=big_vision_vit(variant, dtype_mm,
                                                     big_vision_dir))
         runners.append(("big_vision ViT (this process)", theirs))
+        row_devices[runners[-1][0]] = devices
         servers.append(jax_step(f"big_vision:{spec}", batch_size, res,
                                 dtype_mm, "big_vision ViT",
-                                big_vision_dir=big_vision_dir))
+                                big_vision_dir=big_vision_dir, devices=1))
       elif other == "glibc_malloc":
         servers.append(jax_step(spec, batch_size, res, dtype_mm, spec,
-                                model_kw=model_kw))
+                                model_kw=model_kw, devices=devices))
+      elif other == "one_device":
+        servers.append(jax_step(spec, batch_size, res, dtype_mm, spec,
+                                model_kw=model_kw, devices=1,
+                                host_memory_mode=(
+                                    "keep" if host_memory.STATE.startswith(
+                                        "kept") else "default")))
       else:
         raise ValueError(f"--compare {other!r}: expected any of "
                          f"{COMPARISONS}.")
@@ -266,9 +287,20 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
   finally:
     for s in servers:
       s.close()
-  rows = [_row(n, batch_size, sec[n], flops, devices, peak) for n in sec]
+  rows = [_row(n, batch_size, sec[n], flops, row_devices.get(n, 1), peak)
+          for n in sec]
   return rows + [f"| ratio (ours / {n} examples/s) | | | "
                  f"{sec[n] / sec[spec]:.2f}x | | | | |" for n in list(sec)[1:]]
+
+
+def parse_cpu_devices(value):
+  """--cpu_devices: "auto" or a positive integer."""
+  if value == "auto":
+    return value
+  if not value.isdigit() or int(value) < 1:
+    raise ValueError(f"--cpu_devices {value!r}: expected 'auto' or an "
+                     "integer >= 1.")
+  return int(value)
 
 
 def main(argv):
@@ -277,12 +309,19 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--compare {','.join(unknown)}: expected any of "
                          f"{COMPARISONS}.")
+  try:
+    cpu_devices.configure(parse_cpu_devices(_CPU_DEVICES.value),
+                          batch_sizes=[int(b) for b in _BATCH.value])
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   mesh = sharding.make_mesh()
   peak = matmul_peak(_MATMUL.value, mesh, _DTYPE.value)
   devices = jax.device_count()
   kind = jax.devices()[0].device_kind
   table = visibility.table_peak_flops(kind, _DTYPE.value)
-  print(f"devices: {devices} x {kind}; matmul peak "
+  print(f"devices: {devices} x {kind}"
+        + (f" (cpu_devices: {cpu_devices.STATE})" if kind == "cpu" else "")
+        + "; matmul peak "
         f"({_MATMUL.value}^3 {_DTYPE.value}): {peak / 1e9:.1f} GFLOP/s"
         + (f" (datasheet: {table * devices / 1e9:.1f})" if table else ""))
   print(f"{_RES.value}px, dtype_mm {_DTYPE.value}; host memory: "

@@ -7,7 +7,8 @@ r"""Our JAX train step, timed one step per request (`benchmark.py --compare`).
 
 The protocol of `tools/torch_step.py`: prints `ready` followed by how this
 process holds host memory (`host_memory.STATE`, which the environment's
-`BIG_VISION_LIKE_HOST_MEMORY` decides) once the step has run, then answers
+`BIG_VISION_LIKE_HOST_MEMORY` decides) and its CPU devices (`--cpu_devices`,
+"auto" or N, default 1 as JAX's default) once the step has run, then answers
 each line read from stdin with the seconds of one more train step
 (`benchmark.build_step`: forward, backward, softmax cross-entropy, AdamW).
 """
@@ -15,6 +16,7 @@ each line read from stdin with the seconds of one more train step
 import argparse
 import sys
 
+from big_vision_like import cpu_devices
 from big_vision_like import host_memory
 from big_vision_like.tools import benchmark
 
@@ -28,7 +30,13 @@ def main(argv=None):
   parser.add_argument("--dtype_mm", default="float32")
   parser.add_argument("--big_vision_dir", default=None)
   parser.add_argument("--attention_impl", default=None)
+  parser.add_argument("--cpu_devices", default="1")
   args = parser.parse_args(argv)
+  try:
+    cpu_devices.configure(benchmark.parse_cpu_devices(args.cpu_devices),
+                          batch_sizes=[args.batch_size])
+  except ValueError as e:
+    parser.error(str(e))
   spec = args.model
   theirs = spec.startswith("big_vision:")
   name, _, variant = spec.removeprefix("big_vision:").partition(":")
@@ -41,7 +49,8 @@ def main(argv=None):
                                             args.big_vision_dir)}
   run, _flops = benchmark.build_step(name, variant or None, args.res,
                                      args.batch_size, args.dtype_mm, **kw)
-  print(f"ready {host_memory.STATE}", flush=True)
+  print(f"ready host memory {host_memory.STATE}; CPU devices "
+        f"{cpu_devices.STATE}", flush=True)
   for _line in sys.stdin:
     print(run(), flush=True)
 
