@@ -120,7 +120,7 @@ def configure(requested="auto", *, batch_sizes=(), grad_accum_steps=1,
   if not host_memory.cpu_only_run():
     STATE = "left to JAX (an accelerator may be used)"
     return None
-  if jax.distributed.is_initialized():
+  if getattr(jax.distributed, "is_initialized", lambda: False)():
     STATE = "left to JAX (jax.distributed: set the count per process)"
     return None
   cores = usable_cores() if cores is None else cores
