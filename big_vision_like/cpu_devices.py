@@ -6,9 +6,9 @@ the small per-head matmuls of attention) keep the cores busy only in part.
 With the host split into N devices (`jax_num_cpu_devices`), each device
 runs the same step on 1/N of the batch and the cores stay busy; gradients
 are averaged across devices as on any data-parallel mesh. Measured on a
-2-core CPU (ViT-S/16, batch 16, f32, `host_memory` kept): two devices run
-the train step 1.14-1.24x faster than one, at no more peak memory
-(README, "Speed on CPU").
+2-core CPU (ViT-S/16, batch 16, f32, `host_memory` kept): two devices ran
+the train step 1.07-1.24x faster than one in most interleaved runs (1.00x
+in one), at no more peak memory (README, Benchmarks, "CPU devices").
 
 `configure(requested, batch_sizes=...)` sets the device count before JAX
 starts its backends; the trainer calls it with `config.cpu_devices`, and
@@ -39,6 +39,7 @@ from big_vision_like import host_memory
 
 AUTO_MAX = 8
 _FLAG = "--xla_force_host_platform_device_count"
+_FLAG_RE = re.compile(rf"{_FLAG}=(\d+)")
 
 STATE = "not configured"
 
@@ -72,10 +73,25 @@ def auto_count(batch_sizes, cores, *, grad_accum_steps=1,
   return best
 
 
+def parse(text):
+  """A command-line value: "auto" or a positive integer."""
+  if text == "auto":
+    return text
+  if not text.isdigit() or int(text) < 1:
+    raise ValueError(f"--cpu_devices {text!r}: expected 'auto' or an "
+                     "integer >= 1.")
+  return int(text)
+
+
 def _flag_count(xla_flags):
   """The device count `XLA_FLAGS` sets, or None."""
-  m = re.search(rf"{_FLAG}=(\d+)", xla_flags or "")
+  m = _FLAG_RE.search(xla_flags or "")
   return int(m.group(1)) if m else None
+
+
+def without_count_flag(xla_flags):
+  """`XLA_FLAGS` less its device count (for a child that picks its own)."""
+  return _FLAG_RE.sub("", xla_flags or "").strip()
 
 
 def configure(requested="auto", *, batch_sizes=(), grad_accum_steps=1,
@@ -94,6 +110,7 @@ def configure(requested="auto", *, batch_sizes=(), grad_accum_steps=1,
   flag = _flag_count(os.environ.get("XLA_FLAGS"))
   code = jax.config.jax_num_cpu_devices
   set_by_user = flag if flag is not None else (code if code > 0 else None)
+  source = "XLA_FLAGS" if flag is not None else "code"
   if host_memory.jax_backends_initialized():
     running = len(jax.devices("cpu")) if jax.default_backend() == "cpu" else None
     if requested != "auto" and running is not None and running != requested:
@@ -108,14 +125,12 @@ def configure(requested="auto", *, batch_sizes=(), grad_accum_steps=1,
     if set_by_user is not None and set_by_user != requested:
       raise ValueError(
           f"config.cpu_devices={requested} contradicts the {set_by_user} CPU "
-          f"devices set by {'XLA_FLAGS' if flag is not None else 'code'}; "
-          "set one of them.")
+          f"devices set by {source}; set one of them.")
     jax.config.update("jax_num_cpu_devices", requested)
     STATE = f"{requested} (requested)"
     return requested
   if set_by_user is not None:
-    STATE = (f"{set_by_user} (set by "
-             f"{'XLA_FLAGS' if flag is not None else 'code'})")
+    STATE = f"{set_by_user} (set by {source})"
     return None
   if not host_memory.cpu_only_run():
     STATE = "left to JAX (an accelerator may be used)"

@@ -81,10 +81,6 @@ def cpu_only_run():
 
 def jax_backends_initialized():
   """Whether JAX has started its backends (too late for process options)."""
-  return _jax_backends_initialized()
-
-
-def _jax_backends_initialized():
   if "jax" not in sys.modules:
     return False
   try:
@@ -129,7 +125,7 @@ def configure():
     STATE = f"glibc defaults ({ENV}=default)"
   elif mallopt is None:
     STATE = "platform defaults (not Linux/glibc)"
-  elif _jax_backends_initialized():
+  elif jax_backends_initialized():
     STATE = ("glibc defaults (JAX's backends were initialised before "
              "big_vision_like was imported)")
   elif mode == "auto" and accelerator_possible(_jax_platforms(),

@@ -38,7 +38,6 @@ and how this process holds host memory (`host_memory.STATE`).
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -225,8 +224,7 @@ def jax_step(spec, batch_size, res, dtype_mm, name, *, big_vision_dir=None,
     argv += [f"--{k}", str(v)]
   env = {**os.environ, host_memory.ENV: host_memory_mode}
   # The count asked for here, not one this process's XLA_FLAGS forced.
-  env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+",
-                            "", env.get("XLA_FLAGS", "")).strip()
+  env["XLA_FLAGS"] = cpu_devices.without_count_flag(env.get("XLA_FLAGS"))
   return StepServer(argv, name, env=env)
 
 
@@ -293,16 +291,6 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
                  f"{sec[n] / sec[spec]:.2f}x | | | | |" for n in list(sec)[1:]]
 
 
-def parse_cpu_devices(value):
-  """--cpu_devices: "auto" or a positive integer."""
-  if value == "auto":
-    return value
-  if not value.isdigit() or int(value) < 1:
-    raise ValueError(f"--cpu_devices {value!r}: expected 'auto' or an "
-                     "integer >= 1.")
-  return int(value)
-
-
 def main(argv):
   del argv
   unknown = sorted(set(_COMPARE.value) - set(COMPARISONS))
@@ -310,7 +298,7 @@ def main(argv):
     raise app.UsageError(f"--compare {','.join(unknown)}: expected any of "
                          f"{COMPARISONS}.")
   try:
-    cpu_devices.configure(parse_cpu_devices(_CPU_DEVICES.value),
+    cpu_devices.configure(cpu_devices.parse(_CPU_DEVICES.value),
                           batch_sizes=[int(b) for b in _BATCH.value])
   except ValueError as e:
     raise app.UsageError(str(e)) from None

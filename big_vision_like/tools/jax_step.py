@@ -33,7 +33,7 @@ def main(argv=None):
   parser.add_argument("--cpu_devices", default="1")
   args = parser.parse_args(argv)
   try:
-    cpu_devices.configure(benchmark.parse_cpu_devices(args.cpu_devices),
+    cpu_devices.configure(cpu_devices.parse(args.cpu_devices),
                           batch_sizes=[args.batch_size])
   except ValueError as e:
     parser.error(str(e))
