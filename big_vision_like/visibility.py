@@ -26,6 +26,7 @@ import numpy as np
 from big_vision_like import config as config_lib
 from big_vision_like import fs
 from big_vision_like import sharding
+from big_vision_like.models import common
 from big_vision_like.tree_util import tree_names
 
 PARAMS_FILE = "params.txt"
@@ -265,11 +266,15 @@ def _time(fn, *args, steps):
 
 
 def matmul_peak(n, mesh, dtype="float32"):
-  """Measured FLOP/s of an n x n matmul per device, summed over the mesh."""
+  """Measured FLOP/s of an n x n matmul per device, summed over the mesh.
+
+  The matmul is the models' (`models.common.einsum`): in bfloat16 on CPU,
+  accumulated in float32, which XLA:CPU runs on its bfloat16 kernels.
+  """
   sh = sharding.batch_sharding(mesh)
   d = mesh.devices.size
   a = jax.device_put(jnp.ones((d, n, n), dtype), sh)
-  f = jax.jit(lambda x: jnp.einsum("bij,bjk->bik", x, x)).lower(a).compile()
+  f = jax.jit(lambda x: common.einsum("bij,bjk->bik", x, x)).lower(a).compile()
   return 2.0 * d * n**3 / _time(f, a, steps=5)
 
 

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_like.models import common
+
 IMPLEMENTATIONS = ("auto", "einsum", "xla", "cudnn")
 
 
@@ -93,14 +95,14 @@ class _Projection(nn.Module):
 def _einsum_attention(q, k, v, bias, mask, dropout, deterministic):
   """q [B, H, T, d], k, v [B, H, S, d] (q pre-scaled) -> ([B, H, T, d],
   softmax weights [B, H, T, S] before dropout, float32)."""
-  logits = jnp.einsum("bhtd,bhsd->bhts", q, k)  # [B, H, T, S]
+  logits = common.einsum("bhtd,bhsd->bhts", q, k)  # [B, H, T, S]
   if bias is not None:
     logits = logits + bias.astype(logits.dtype)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   dropped = dropout(weights.astype(q.dtype), deterministic)
-  return jnp.einsum("bhts,bhsd->bhtd", dropped, v), weights  # [B, H, T, d]
+  return common.einsum("bhts,bhsd->bhtd", dropped, v), weights  # [B, H, T, d]
 
 
 def _fused_attention(q, k, v, bias, mask, implementation, xla_fallback):
@@ -155,7 +157,7 @@ class MultiHeadAttention(nn.Module):
   def _project(self, x, projections, dtype):
     """x [B, L, Din] @ n stacked [Din, H, d] kernels -> n x [B, L, H, d]."""
     w = jnp.stack([p[0] for p in projections], axis=1).astype(dtype)
-    y = jnp.einsum("bli,inhd->blnhd", x.astype(dtype), w)  # [B, L, n, H, d]
+    y = common.einsum("bli,inhd->blnhd", x.astype(dtype), w)  # [B, L, n, H, d]
     if self.use_bias:
       y = y + jnp.stack([p[1] for p in projections]).astype(dtype)
     return [y[:, :, i] for i in range(len(projections))]
@@ -192,16 +194,18 @@ class MultiHeadAttention(nn.Module):
       q = self._norm(q, "query_ln").astype(dtype) * scale
       k = self._norm(k, "key_ln").astype(dtype)
 
+    # common.dot_general returns float32 on CPU; the matmuls take `dtype`.
+    q, k, v = (t.astype(dtype) for t in (q, k, v))
     if impl == "einsum":
       dropout = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())
       q, k, v = (jnp.swapaxes(t, 1, 2) for t in (q, k, v))  # [B, H, L, d]
       y, weights = _einsum_attention(q, k, v, bias, mask, dropout,
                                      deterministic)
-      y = jnp.einsum("bhtd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
+      y = common.einsum("bhtd,hde->bte", y.astype(dtype), wo.astype(dtype))
     else:
       y = _fused_attention(  # [B, T, H, d]; "auto" may fall back.
           q, k, v, bias, mask, impl, self.implementation == "auto")
-      y = jnp.einsum("bthd,hde->bte", y, wo.astype(dtype))  # [B, T, D]
+      y = common.einsum("bthd,hde->bte", y.astype(dtype), wo.astype(dtype))
     if bo is not None:
       y = y + bo.astype(dtype)
     return (y, weights) if self.return_weights else y

@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -18,6 +19,101 @@ from big_vision_like import tree_util
 def to_dtype(name):
   """Returns the numpy dtype for a name like "bfloat16" (None: float32)."""
   return jnp.dtype("float32" if name is None else name)
+
+
+def _materialized_transpose(x, perm):
+  """`jnp.transpose(x, perm)` as a copy in memory: XLA folds a plain
+  transpose into the dimension numbers of the dot that reads it, and
+  XLA:CPU runs such dots in bfloat16 on its slow generic path."""
+  perm = tuple(perm)
+  if perm == tuple(range(x.ndim)):
+    return x
+  y = jnp.transpose(x.reshape(x.shape + (1,)), perm + (x.ndim,))
+  return y.reshape(y.shape[:-1])
+
+
+_BATCHED_MATMUL = (((2,), (1,)), ((0,), (0,)))  # [b, m, k] x [b, k, n]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _batched_matmul(dtype, a, c):
+  """a [b, m, k] @ c [b, k, n] in `dtype`, accumulated in float32."""
+  return jax.lax.dot_general(a.astype(dtype), c.astype(dtype),
+                             _BATCHED_MATMUL,
+                             preferred_element_type=jnp.float32)
+
+
+def _batched_matmul_fwd(dtype, a, c):
+  return _batched_matmul(dtype, a, c), (a, c)
+
+
+def _batched_matmul_bwd(dtype, residuals, g):
+  """da = g c^T, dc = a^T g, each from canonical bf16 dots: the operand
+  that needs transposing is copied transposed, or, where that is cheaper,
+  the other operand and the product (gradient = (product)^T)."""
+  a, c = residuals
+  g, a16, c16 = g.astype(dtype), a.astype(dtype), c.astype(dtype)
+  m, k, n = a.shape[1], a.shape[2], c.shape[2]
+  t = lambda x: _materialized_transpose(x, (0, 2, 1))
+  dot = lambda x, y: jax.lax.dot_general(x, y, _BATCHED_MATMUL,
+                                         preferred_element_type=jnp.float32)
+  da = dot(g, t(c16)) if k * n <= m * (n + k) else t(dot(c16, t(g)))
+  dc = dot(t(a16), g) if m * k <= n * (m + k) else t(dot(t(g), a16))
+  return da.astype(a.dtype), dc.astype(c.dtype)
+
+
+_batched_matmul.defvjp(_batched_matmul_fwd, _batched_matmul_bwd)
+
+
+def dot_general(lhs, rhs, dimension_numbers, precision=None,
+                preferred_element_type=None, **kwargs):
+  """`jax.lax.dot_general`, fast for bfloat16 operands on CPU.
+
+  XLA:CPU gives a bfloat16 dot to YNNPACK's bfloat16 kernels (AMX or
+  AVX512-BF16: 4-5x its float32 matmul on a Sapphire Rapids core) only
+  when it accumulates in float32 and reads both operands in the canonical
+  layout ([b, m, k] x [b, k, n]); otherwise it converts both to float32
+  and runs its generic dot, slower than float32 throughout. On CPU, a
+  bfloat16 dot is therefore computed as that canonical batched matmul,
+  forward and backward (a custom VJP whose two gradient matmuls read
+  materialised transposes). The value is the dot of the same bfloat16
+  operands accumulated in float32, as a GPU's or TPU's bfloat16 matmul
+  computes it, but returned in float32 unless `preferred_element_type`
+  says otherwise: XLA:CPU's bfloat16 elementwise ops and reductions (a
+  bias add's gradient, GELU) are slower than its float32 ones, so on CPU
+  `dtype_mm="bfloat16"` rounds the matmuls' operands, not the activations
+  between them. Callers cast the operands of the next matmul. Other dtypes
+  and backends call `jax.lax.dot_general` unchanged. Use as flax's
+  `nn.Dense(dot_general=...)`, or through `einsum`.
+  """
+  if not _cpu_bfloat16(lhs, rhs):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers,
+                               precision=precision,
+                               preferred_element_type=preferred_element_type,
+                               **kwargs)
+  (lc, rc), (lb, rb) = (tuple(map(tuple, d)) for d in dimension_numbers)
+  lf = tuple(i for i in range(lhs.ndim) if i not in lc + lb)
+  rf = tuple(i for i in range(rhs.ndim) if i not in rc + rb)
+  size = lambda x, dims: math.prod(x.shape[i] for i in dims)
+  a = _materialized_transpose(lhs, lb + lf + lc).reshape(
+      size(lhs, lb), size(lhs, lf), size(lhs, lc))
+  c = _materialized_transpose(rhs, rb + rc + rf).reshape(
+      size(rhs, rb), size(rhs, rc), size(rhs, rf))
+  y = _batched_matmul(jnp.bfloat16, a, c)
+  shape = [lhs.shape[i] for i in lb + lf] + [rhs.shape[i] for i in rf]
+  return y.reshape(shape).astype(preferred_element_type or jnp.float32)
+
+
+def _cpu_bfloat16(*operands):
+  return (jnp.result_type(*operands) == jnp.bfloat16
+          and jax.default_backend() == "cpu")
+
+
+def einsum(subscripts, *operands, **kwargs):
+  """`jnp.einsum` whose matmuls are `dot_general`'s (float32 out on CPU)."""
+  if "preferred_element_type" not in kwargs and _cpu_bfloat16(*operands):
+    kwargs["preferred_element_type"] = jnp.float32
+  return jnp.einsum(subscripts, *operands, _dot_general=dot_general, **kwargs)
 
 
 # Argument-free policies of `jax.checkpoint_policies` a `remat_policy` can

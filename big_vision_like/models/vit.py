@@ -187,6 +187,7 @@ class MlpBlock(nn.Module):
     d = x.shape[-1]
     dense = lambda n, name=None: nn.Dense(
         n, dtype=common.to_dtype(self.dtype_mm), use_bias=self.use_bias,
+        dot_general=common.dot_general,
         kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6), name=name)
     hidden = self.mlp_dim or 4 * d

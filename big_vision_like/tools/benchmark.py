@@ -228,14 +228,20 @@ def jax_step(spec, batch_size, res, dtype_mm, name, *, big_vision_dir=None,
   return StepServer(argv, name, env=env)
 
 
-def time_in_turn(runners, steps):
-  """{name: median seconds} of `runners` ([(name, run)]) timed one step each,
-  round after round, `steps` rounds: all see the same load."""
+def times_in_turn(runners, steps):
+  """{name: [seconds of each round]} of `runners` ([(name, run)]) timed one
+  step each, round after round, `steps` rounds: all see the same load."""
   times = {n: [] for n, _ in runners}
   for _ in range(steps):
     for n, run in runners:
       times[n].append(run())
-  return {n: float(np.median(v)) for n, v in times.items()}
+  return times
+
+
+def time_in_turn(runners, steps):
+  """{name: median seconds} of `times_in_turn`."""
+  return {n: float(np.median(v))
+          for n, v in times_in_turn(runners, steps).items()}
 
 
 def _row(name, batch_size, sec, flops, devices, peak):

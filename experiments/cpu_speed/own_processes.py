@@ -4,21 +4,40 @@ r"""ViT-S/16 train steps, each in its own process: model x host memory x devices
   # The four rows of the host-memory comparison (one CPU device each):
   python experiments/cpu_speed/own_processes.py --big_vision_dir ~/big_vision \
       --rows big_vision:default:1,big_vision:keep:1,ours:default:1,ours:keep:1
+  # Against the step as the project ran it when the speed issue was filed:
+  python experiments/cpu_speed/own_processes.py \
+      --rows ours@65e8951:default:1,ours:keep:auto --steps 30
 
 Each row `MODEL:HOST_MEMORY:DEVICES` is a step server (`tools/jax_step.py`):
-MODEL `big_vision` (google-research/big_vision's ViT, from the checkout) or
-`ours`; HOST_MEMORY `default` (glibc's malloc defaults, as big_vision runs)
-or `keep` (`host_memory`); DEVICES the CPU devices (`auto` or N,
-`cpu_devices`). The servers are timed in turn, one step each, round after
-round; no process is the driver's, so none is favoured by the order or by
-sharing the driver's memory. Prints examples/s (median) and each row's
-ratio to the first. The default rows: big_vision as big_vision runs it, our
-step before `host_memory` and `cpu_devices`, with `host_memory` only, and as
-the project runs now.
+MODEL `big_vision` (google-research/big_vision's ViT, from the checkout),
+`ours`, or `ours@REV`: this repository's package at git revision REV
+(exported with `git archive` to a temporary folder and run by
+`step_at_revision.py`: the model, optimizer and step of that revision, with
+this process's jax); HOST_MEMORY `default` (glibc's malloc defaults, as
+big_vision runs) or `keep` (`host_memory`; at a revision without it, glibc's
+defaults whatever the row says, and the row's name says so); DEVICES the
+CPU devices (`auto` or N, `cpu_devices`; N only for `ours@REV`). The servers
+are timed in turn, one step each, round after round; no process is the
+driver's, so none is favoured by the order or by sharing the driver's
+memory; the first `--warmup` rounds are not counted (a process's first
+steps after compiling are slower). Prints examples/s (median) and each row's ratio to the first: the
+ratio of the medians, and the median and range of the ratios of the steps
+of one round (the machine's speed drifts between rounds, less within one).
+The default rows: big_vision as big_vision runs it, our step before
+`host_memory` and `cpu_devices`, with `host_memory` only, and as the
+project runs now.
 """
 
 import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
 
+import numpy as np
+
+from big_vision_like import host_memory
 from big_vision_like.tools import benchmark
 
 DEFAULT_ROWS = "big_vision:default:1,ours:default:1,ours:keep:1,ours:keep:auto"
@@ -29,14 +48,42 @@ def parse_rows(text):
   rows = []
   for row in text.split(","):
     parts = row.split(":")
-    if (len(parts) != 3 or parts[0] not in ("big_vision", "ours")
+    if (len(parts) != 3
+        or not (parts[0] in ("big_vision", "ours")
+                or parts[0].startswith("ours@") and len(parts[0]) > 5)
         or parts[1] not in ("default", "keep")
-        or not (parts[2] == "auto" or parts[2].isdigit())):
+        or not (parts[2] == "auto" or parts[2].isdigit())
+        or parts[0].startswith("ours@") and not parts[2].isdigit()):
       raise ValueError(f"--rows {row!r}: expected MODEL:HOST_MEMORY:DEVICES "
-                       "with MODEL big_vision|ours, HOST_MEMORY default|keep, "
-                       "DEVICES auto|N.")
+                       "with MODEL big_vision|ours|ours@REV, HOST_MEMORY "
+                       "default|keep, DEVICES auto|N (N for ours@REV).")
     rows.append(tuple(parts))
   return rows
+
+
+def export_revision(rev, into):
+  """This repository's `big_vision_like/` at git revision `rev`, under `into`."""
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  archive = subprocess.run(
+      ["git", "-C", str(repo), "archive", rev, "big_vision_like"],
+      capture_output=True, check=False)
+  if archive.returncode:
+    raise ValueError(f"ours@{rev}: git archive failed: "
+                     f"{archive.stderr.decode().strip()}")
+  subprocess.run(["tar", "-x", "-C", into], input=archive.stdout, check=True)
+  return into
+
+
+def revision_step(rev, variant, batch_size, dtype_mm, mode, devices, tmp):
+  """A step server of `step_at_revision.py` on the package at `rev`."""
+  tree = export_revision(rev, tempfile.mkdtemp(dir=tmp))
+  env = {**os.environ, "PYTHONPATH": tree, host_memory.ENV: mode,
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  script = pathlib.Path(__file__).with_name("step_at_revision.py")
+  return benchmark.StepServer(
+      [sys.executable, str(script), "--variant", variant,
+       "--batch_size", str(batch_size), "--dtype_mm", dtype_mm],
+      f"ours@{rev}", env=env)
 
 
 def main():
@@ -45,30 +92,47 @@ def main():
   parser.add_argument("--variant", default="S/16")
   parser.add_argument("--batch_size", type=int, default=16)
   parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--dtype_mm", default="float32")
+  parser.add_argument("--warmup", type=int, default=2,
+                      help="Rounds run first and not counted.")
   parser.add_argument("--rows", default=DEFAULT_ROWS)
   args = parser.parse_args()
-  rows = parse_rows(args.rows)
+  try:
+    rows = parse_rows(args.rows)
+  except ValueError as e:
+    parser.error(str(e))
   if any(m == "big_vision" for m, _, _ in rows) and not args.big_vision_dir:
     parser.error("rows of big_vision's model need --big_vision_dir.")
   servers = {}
-  try:
-    for model, mode, devices in rows:
-      spec = ("big_vision:" if model == "big_vision" else "") + (
-          f"vit:{args.variant}")
-      servers[(model, mode, devices)] = benchmark.jax_step(
-          spec, args.batch_size, 224, "float32", model,
-          big_vision_dir=args.big_vision_dir, host_memory_mode=mode,
-          devices=devices)
-    sec = benchmark.time_in_turn([(k, s.run) for k, s in servers.items()],
-                                 args.steps)
-  finally:
-    for s in servers.values():
-      s.close()
-  rate = {k: args.batch_size / t for k, t in sec.items()}
-  first = rate[rows[0]]
-  print("| step (own process) | examples/s | / first row |\n|---|---|---|")
-  for k, r in rate.items():
-    print(f"| {servers[k].name} | {r:.2f} | {r / first:.2f}x |")
+  with tempfile.TemporaryDirectory() as tmp:
+    try:
+      for model, mode, devices in rows:
+        if model.startswith("ours@"):
+          server = revision_step(model[5:], args.variant, args.batch_size,
+                                 args.dtype_mm, mode, devices, tmp)
+        else:
+          spec = ("big_vision:" if model == "big_vision" else "") + (
+              f"vit:{args.variant}")
+          server = benchmark.jax_step(
+              spec, args.batch_size, 224, args.dtype_mm, model,
+              big_vision_dir=args.big_vision_dir, host_memory_mode=mode,
+              devices=devices)
+        servers[(model, mode, devices)] = server
+      runners = [(k, s.run) for k, s in servers.items()]
+      benchmark.times_in_turn(runners, args.warmup)
+      times = benchmark.times_in_turn(runners, args.steps)
+    finally:
+      for s in servers.values():
+        s.close()
+  first = np.asarray(times[rows[0]])
+  print("| step (own process) | examples/s | / first row | per round: "
+        "median [min, max] |\n|---|---|---|---|")
+  for k, t in times.items():
+    per_round = first / np.asarray(t)
+    print(f"| {servers[k].name} | {args.batch_size / np.median(t):.2f} | "
+          f"{np.median(first) / np.median(t):.2f}x | "
+          f"{np.median(per_round):.2f}x [{per_round.min():.2f}, "
+          f"{per_round.max():.2f}] |")
 
 
 if __name__ == "__main__":

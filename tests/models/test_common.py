@@ -160,3 +160,63 @@ def test_npz_checkpoint_loads(tt_params, tmp_path):
                                 model="vit")
   logits, _ = image_model.apply({"params": vit_params}, IMG)
   np.testing.assert_allclose(logits, aux["img/logits"], atol=1e-5)
+
+
+# common.dot_general: the operands rounded to bfloat16 and multiplied in
+# float64 by NumPy are the reference; the CPU path accumulates in float32,
+# so it agrees to float32 rounding (not to bfloat16's 3e-3).
+DOT_CASES = [
+    ("btd,df->btf", (2, 5, 8), (8, 6)),  # nn.Dense
+    ("bhtd,bhsd->bhts", (2, 3, 5, 4), (2, 3, 7, 4)),  # attention logits
+    ("bhts,bhsd->bhtd", (2, 3, 5, 7), (2, 3, 7, 4)),  # attention output
+    ("bhtd,hde->bte", (2, 3, 5, 4), (3, 4, 6)),  # attention out projection
+    ("bli,inhd->blnhd", (2, 5, 8), (8, 3, 2, 4)),  # stacked q, k, v kernels
+]
+
+
+@pytest.mark.parametrize("spec,sa,sb", DOT_CASES)
+def test_bfloat16_dot_general_values_and_gradients(spec, sa, sb):
+  rng = np.random.default_rng(0)
+  a, b = (rng.standard_normal(s).astype(np.float32) for s in (sa, sb))
+  g = rng.standard_normal(np.einsum(spec, a, b).shape).astype(np.float32)
+  r = lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
+  lhs, rhs = spec.split("->")[0].split(",")
+  out = spec.split("->")[1]
+  want = np.einsum(spec, r(a), r(b))
+  want_da = np.einsum(f"{out},{rhs}->{lhs}", r(g), r(b))
+  want_db = np.einsum(f"{lhs},{out}->{rhs}", r(a), r(g))
+
+  def f(a, b):  # f32 in (as params), bf16 matmul, f32 out on CPU.
+    return common.einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
+
+  y, vjp = jax.vjp(f, jnp.asarray(a), jnp.asarray(b))
+  assert y.dtype == jnp.float32  # Not rounded to bfloat16 on CPU.
+  da, db = vjp(jnp.asarray(g))
+  # The cotangent is rounded to bf16 before the gradient matmuls, and the
+  # gradients cross the f32 -> bf16 casts as bf16: 2^-8 relative.
+  for got, ref, tol in [(y, want, 1e-5), (da, want_da, 8e-3),
+                        (db, want_db, 8e-3)]:
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref,
+                               rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_dot_general_fast_path_is_canonical_bfloat16_matmuls():
+  """On CPU every dot of a bf16 dense layer's forward and backward reaches
+  XLA as a canonical [b, m, k] x [b, k, n] bf16 dot with f32 output (the
+  form XLA:CPU gives its bf16 kernels); float32 is left to lax unchanged."""
+  x = jnp.ones((4, 6, 8), jnp.bfloat16)
+  w = jnp.ones((8, 5), jnp.bfloat16)
+  loss = lambda x, w: jnp.sum(common.einsum("btd,df->btf", x, w))
+  hlo = jax.jit(jax.value_and_grad(loss, (0, 1))).lower(x, w).as_text()
+  dots = [l for l in hlo.splitlines() if "stablehlo.dot_general" in l]
+  assert len(dots) == 3  # forward, d/dx, d/dw
+  for line in dots:
+    assert "contracting_dims = [2] x [1]" in line, line
+    assert "batching_dims = [0] x [0]" in line, line
+    assert "(tensor<" in line and "xbf16>, tensor<" in line, line
+    assert line.rstrip().endswith("xf32>"), line
+  f32 = lambda x, w: jnp.einsum("btd,df->btf", x, w)
+  mine = lambda x, w: common.einsum("btd,df->btf", x, w)
+  x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
+  assert (jax.jit(mine).lower(x32, w32).as_text()
+          == jax.jit(f32).lower(x32, w32).as_text())
