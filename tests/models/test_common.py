@@ -171,6 +171,10 @@ DOT_CASES = [
     ("bhts,bhsd->bhtd", (2, 3, 5, 7), (2, 3, 7, 4)),  # attention output
     ("bhtd,hde->bte", (2, 3, 5, 4), (3, 4, 6)),  # attention out projection
     ("bli,inhd->blnhd", (2, 5, 8), (8, 3, 2, 4)),  # stacked q, k, v kernels
+    # The backward's other form, (other operand^T x product)^T: for dw
+    # (m k > n (m + k)) and for dx (k n > m (n + k)).
+    ("btd,df->btf", (2, 5, 16), (16, 2)),
+    ("btd,df->btf", (1, 2, 8), (8, 8)),
 ]
 
 
