@@ -137,11 +137,12 @@ class Block(nn.Module):
                 name="dwconv")(x)  # [B, H, W, C]
     y = nn.LayerNorm(epsilon=self.norm_eps, name="norm")(y)
     y = nn.Dense(int(self.mlp_ratio * c), kernel_init=_INIT, dtype=dtype,
-                 name="fc1")(y)  # [B, H, W, 4C]
+                 dot_general=common.dot_general, name="fc1")(y)  # [B, H, W, 4C]
     y = vit.gelu_fn(self.gelu)(y)
     if self.grn:
       y = GRN(eps=1e-6, name="grn")(y)
-    y = nn.Dense(c, kernel_init=_INIT, dtype=dtype, name="fc2")(y)
+    y = nn.Dense(c, kernel_init=_INIT, dtype=dtype,
+                 dot_general=common.dot_general, name="fc2")(y)
     if self.layerscale is not None:
       scale = self.param("layerscale",
                          nn.initializers.constant(self.layerscale), (c,))

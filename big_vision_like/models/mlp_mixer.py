@@ -29,6 +29,7 @@ timm's exact GELU (big_vision, like flax's `nn.gelu`, uses the tanh
 approximation, `gelu="tanh"`); both use LayerNorm eps 1e-6.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -92,9 +93,11 @@ class MlpBlock(nn.Module):
   def __call__(self, x):
     """x: [..., N] -> [..., N]."""
     dtype = common.to_dtype(self.dtype_mm)
-    y = nn.Dense(self.mlp_dim, dtype=dtype)(x)  # [..., mlp_dim]
+    dense = functools.partial(nn.Dense, dtype=dtype,
+                              dot_general=common.dot_general)
+    y = dense(self.mlp_dim)(x)  # [..., mlp_dim]
     y = vit.gelu_fn(self.gelu)(y)
-    return nn.Dense(x.shape[-1], dtype=dtype)(y)  # [..., N]
+    return dense(x.shape[-1])(y)  # [..., N]
 
 
 class MixerBlock(nn.Module):
