@@ -70,7 +70,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None,
   """`jax.lax.dot_general`, fast for bfloat16 operands on CPU.
 
   XLA:CPU gives a bfloat16 dot to YNNPACK's bfloat16 kernels (AMX or
-  AVX512-BF16: 4-5x its float32 matmul on a Sapphire Rapids core) only
+  AVX512-BF16: 4-5x its float32 matmul on the AMX Xeon of the README) only
   when it accumulates in float32 and reads both operands in the canonical
   layout ([b, m, k] x [b, k, n]); otherwise it converts both to float32
   and runs its generic dot, slower than float32 throughout. On CPU, a
@@ -82,8 +82,10 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None,
   says otherwise: XLA:CPU's bfloat16 elementwise ops and reductions (a
   bias add's gradient, GELU) are slower than its float32 ones, so on CPU
   `dtype_mm="bfloat16"` rounds the matmuls' operands, not the activations
-  between them. Callers cast the operands of the next matmul. Other dtypes
-  and backends call `jax.lax.dot_general` unchanged. Use as flax's
+  between them. Callers cast the operands of the next matmul. `precision`
+  has no effect on that path (products of bfloat16 numbers are exact in
+  float32). Other dtypes and backends call `jax.lax.dot_general`
+  unchanged. Use as flax's
   `nn.Dense(dot_general=...)`, or through `einsum`.
   """
   if not _cpu_bfloat16(lhs, rhs):
