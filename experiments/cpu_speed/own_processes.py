@@ -110,8 +110,11 @@ def main():
     try:
       for model, mode, devices in rows:
         if model.startswith("ours@"):
-          server = revision_step(model[5:], args.variant, args.batch_size,
-                                 args.dtype_mm, mode, devices, tmp)
+          try:
+            server = revision_step(model[5:], args.variant, args.batch_size,
+                                   args.dtype_mm, mode, devices, tmp)
+          except ValueError as e:
+            parser.error(str(e))
         else:
           spec = ("big_vision:" if model == "big_vision" else "") + (
               f"vit:{args.variant}")
