@@ -2,7 +2,6 @@
 
 from collections.abc import Mapping
 import dataclasses
-import functools
 import inspect
 import math
 import os
@@ -35,24 +34,24 @@ def _materialized_transpose(x, perm):
 _BATCHED_MATMUL = (((2,), (1,)), ((0,), (0,)))  # [b, m, k] x [b, k, n]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _batched_matmul(dtype, a, c):
-  """a [b, m, k] @ c [b, k, n] in `dtype`, accumulated in float32."""
-  return jax.lax.dot_general(a.astype(dtype), c.astype(dtype),
+@jax.custom_vjp
+def _batched_matmul(a, c):
+  """a [b, m, k] @ c [b, k, n] in bfloat16, accumulated in float32."""
+  return jax.lax.dot_general(a.astype(jnp.bfloat16), c.astype(jnp.bfloat16),
                              _BATCHED_MATMUL,
                              preferred_element_type=jnp.float32)
 
 
-def _batched_matmul_fwd(dtype, a, c):
-  return _batched_matmul(dtype, a, c), (a, c)
+def _batched_matmul_fwd(a, c):
+  return _batched_matmul(a, c), (a, c)
 
 
-def _batched_matmul_bwd(dtype, residuals, g):
+def _batched_matmul_bwd(residuals, g):
   """da = g c^T, dc = a^T g, each from canonical bf16 dots: the operand
   that needs transposing is copied transposed, or, where that is cheaper,
   the other operand and the product (gradient = (product)^T)."""
   a, c = residuals
-  g, a16, c16 = g.astype(dtype), a.astype(dtype), c.astype(dtype)
+  g, a16, c16 = (x.astype(jnp.bfloat16) for x in (g, a, c))
   m, k, n = a.shape[1], a.shape[2], c.shape[2]
   t = lambda x: _materialized_transpose(x, (0, 2, 1))
   dot = lambda x, y: jax.lax.dot_general(x, y, _BATCHED_MATMUL,
@@ -63,6 +62,11 @@ def _batched_matmul_bwd(dtype, residuals, g):
 
 
 _batched_matmul.defvjp(_batched_matmul_fwd, _batched_matmul_bwd)
+
+
+def _cpu_bfloat16(*operands):
+  return (jnp.result_type(*operands) == jnp.bfloat16
+          and jax.default_backend() == "cpu")
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None,
@@ -101,14 +105,9 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None,
       size(lhs, lb), size(lhs, lf), size(lhs, lc))
   c = _materialized_transpose(rhs, rb + rc + rf).reshape(
       size(rhs, rb), size(rhs, rc), size(rhs, rf))
-  y = _batched_matmul(jnp.bfloat16, a, c)
+  y = _batched_matmul(a, c)
   shape = [lhs.shape[i] for i in lb + lf] + [rhs.shape[i] for i in rf]
   return y.reshape(shape).astype(preferred_element_type or jnp.float32)
-
-
-def _cpu_bfloat16(*operands):
-  return (jnp.result_type(*operands) == jnp.bfloat16
-          and jax.default_backend() == "cpu")
 
 
 def einsum(subscripts, *operands, **kwargs):
