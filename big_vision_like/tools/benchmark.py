@@ -19,7 +19,11 @@ their utilisation uses our FLOP count and peak:
 - `timm` (needs the `torch` extra): timm's model (`TIMM_NAMES`) with the
   same batch, resolution, matmul precision (torch.autocast for bfloat16) and
   optimizer (AdamW, lr 1e-3, wd 1e-4), in a subprocess
-  (`tools/torch_step.py`);
+  (`tools/torch_step.py`), which also measures torch's own matmul peak
+  (the same `--matmul_size` matmul, its kernels and threads): one more row
+  gives timm's utilisation against that peak, so a gap between the steps
+  can be read as kernels (torch's matmul faster than XLA's here) or the
+  rest of the step;
 - `big_vision` (ViTs): google-research/big_vision's own ViT
   (`big_vision.models.vit`, from `--big_vision_dir`, a checkout, or an
   installed `big_vision`) in our train step, twice: in this process, and in
@@ -38,6 +42,7 @@ and how this process holds host memory (`host_memory.STATE`).
 """
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -184,6 +189,7 @@ class StepServer:
     if ready != "ready":
       self.proc.kill()
       raise RuntimeError(f"{name}'s step did not start (its error is above).")
+    self.note = note
     self.name = f"{name} ({note})" if note else name
 
   def run(self):
@@ -196,8 +202,9 @@ class StepServer:
     self.proc.wait()
 
 
-def timm_step(spec, batch_size, res, dtype_mm):
-  """timm's model of the size of `spec` (`TIMM_NAMES`), in a subprocess."""
+def timm_step(spec, batch_size, res, dtype_mm, matmul_size=0):
+  """timm's model of the size of `spec` (`TIMM_NAMES`), in a subprocess;
+  with `matmul_size`, its `note` says torch's matmul peak at that size."""
   if spec not in TIMM_NAMES:
     raise ValueError(f"--compare timm: no timm model known for {spec!r}; "
                      f"known: {sorted(TIMM_NAMES)}.")
@@ -206,7 +213,8 @@ def timm_step(spec, batch_size, res, dtype_mm):
   return StepServer(
       [sys.executable, "-m", "big_vision_like.tools.torch_step",
        "--model", TIMM_NAMES[spec], "--batch_size", str(batch_size),
-       "--res", str(res), "--dtype_mm", dtype_mm], f"timm {TIMM_NAMES[spec]}",
+       "--res", str(res), "--dtype_mm", dtype_mm,
+       "--matmul_size", str(matmul_size)], f"timm {TIMM_NAMES[spec]}",
       env={**os.environ, host_memory.ENV: "default"})
 
 
@@ -251,10 +259,19 @@ def _row(name, batch_size, sec, flops, devices, peak):
           f"{flops / 1e9:.1f} | {flops / sec / 1e9:.1f} | {100 * util:.1f}% |")
 
 
+def _own_peak(note):
+  """FLOP/s of `matmul peak 412.3 GFLOP/s` in a server's note, or None."""
+  m = re.search(r"matmul peak ([\d.]+) GFLOP/s", note)
+  return float(m.group(1)) * 1e9 if m else None
+
+
 def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
-            model_kw, against=("timm",), big_vision_dir=None):
+            model_kw, against=("timm",), big_vision_dir=None, matmul_size=0):
   """Rows for our step and each of `against` (see the module doc), timed in
-  turn `steps` times each, then a ratio row per comparison."""
+  turn `steps` times each, then a ratio row per comparison. With
+  `matmul_size`, timm's process also measures torch's own matmul peak, and
+  a row gives timm's utilisation against it: how much of the gap between
+  the steps is the frameworks' matmul kernels."""
   name, _, variant = spec.partition(":")
   ours, flops = build_step(name, variant or None, res, batch_size, dtype_mm,
                            **model_kw)
@@ -262,7 +279,8 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
   try:
     for other in against:
       if other == "timm":
-        servers.append(timm_step(spec, batch_size, res, dtype_mm))
+        servers.append(timm_step(spec, batch_size, res, dtype_mm,
+                                 matmul_size))
       elif other == "big_vision":
         if name != "vit":
           raise ValueError(f"--compare big_vision: ViTs only, not {spec!r}.")
@@ -293,7 +311,15 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
       s.close()
   rows = [_row(n, batch_size, sec[n], flops, row_devices.get(n, 1), peak)
           for n in sec]
-  return rows + [f"| ratio (ours / {n} examples/s) | | | "
+  # timm's rows after the first name it without its peak (that row says it).
+  short = {s.name: s.name.split(" (matmul peak")[0] for s in servers}
+  for s in servers:
+    own = _own_peak(s.note)
+    if own:
+      util = visibility.mfu(flops, sec[s.name], 1, own)
+      rows.append(f"| {short[s.name]}, against torch's own matmul peak "
+                  f"| | | | | | | {100 * util:.1f}% |")
+  return rows + [f"| ratio (ours / {short.get(n, n)} examples/s) | | | "
                  f"{sec[n] / sec[spec]:.2f}x | | | | |" for n in list(sec)[1:]]
 
 
@@ -332,7 +358,7 @@ def main(argv):
       if _COMPARE.value:
         rows = compare(spec, batch_size, _STEPS.value, _RES.value,
                        _DTYPE.value, devices, peak, kw, _COMPARE.value,
-                       _BIG_VISION.value)
+                       _BIG_VISION.value, _MATMUL.value)
       else:
         sec, flops = step_benchmark(name, variant or None, _RES.value,
                                     batch_size, _STEPS.value, _DTYPE.value,

@@ -12,6 +12,11 @@ minutes of the same machine. The step is the one a timm user writes:
 eager PyTorch (timm's fused `scaled_dot_product_attention`), AdamW with
 the benchmark's lr and weight decay, `torch.autocast` to bfloat16 when
 `--dtype_mm bfloat16`, on CUDA when available.
+
+With `--matmul_size N` the `ready` line also says torch's own peak here:
+`ready matmul peak 412.3 GFLOP/s`, the FLOP/s of an N x N x N matmul in the
+step's matmul dtype (torch's BLAS / oneDNN kernels, all of its threads),
+which the benchmark sets beside the peak of XLA's matmul.
 """
 
 import argparse
@@ -55,6 +60,24 @@ def build_step(model_name, batch_size, res, dtype_mm, device=None):
   return step
 
 
+def matmul_peak(n, dtype_mm, device=None, steps=5):
+  """FLOP/s of torch's n x n x n matmul in `dtype_mm` (median of `steps`)."""
+  torch, _ = _import_torch()
+  device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+  dtype = torch.bfloat16 if dtype_mm == "bfloat16" else torch.float32
+  a = torch.ones(n, n, dtype=dtype, device=device)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  times = []
+  for i in range(steps + 2):  # The first two warm up.
+    sync()
+    t0 = time.perf_counter()
+    torch.matmul(a, a)
+    sync()
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  return 2.0 * n**3 / sorted(times)[len(times) // 2]
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--model", required=True, help="A timm model name.")
@@ -62,10 +85,16 @@ def main(argv=None):
   parser.add_argument("--res", type=int, default=224)
   parser.add_argument("--dtype_mm", choices=("float32", "bfloat16"),
                       default="float32")
+  parser.add_argument("--matmul_size", type=int, default=0,
+                      help="Also measure torch's matmul peak at this size.")
   args = parser.parse_args(argv)
   step = build_step(args.model, args.batch_size, args.res, args.dtype_mm)
   step()  # Warm-up.
-  print("ready", flush=True)
+  note = ""
+  if args.matmul_size:
+    peak = matmul_peak(args.matmul_size, args.dtype_mm)
+    note = f" matmul peak {peak / 1e9:.1f} GFLOP/s"
+  print("ready" + note, flush=True)
   for _ in sys.stdin:
     t0 = time.perf_counter()
     step()

@@ -1,6 +1,7 @@
 """Smoke test of the benchmark tool on a tiny ViT (the real run is `make benchmark`)."""
 
 import importlib.util
+import re
 import subprocess
 import sys
 
@@ -53,10 +54,21 @@ def test_compare_timm_alternates_both_steps(monkeypatch):
                       "vit_tiny_patch16_224")
   rows = benchmark.compare("vit:mu/16", batch_size=8, steps=2, res=32,
                            dtype_mm="float32", devices=8, peak=1e12,
-                           model_kw={"attention_impl": "xla"})
-  ours, timm_row, ratio = rows
+                           model_kw={"attention_impl": "xla"},
+                           matmul_size=256)
+  ours, timm_row, own_peak_row, ratio = rows
   assert ours.startswith("| vit:mu/16 | 8 |")
-  assert timm_row.startswith("| timm vit_tiny_patch16_224 | 8 |")
+  assert timm_row.startswith(
+      "| timm vit_tiny_patch16_224 (matmul peak ")
+  # timm's utilisation against torch's own peak = its GFLOP/s / that peak.
+  torch_peak = float(re.search(r"matmul peak ([\d.]+) GFLOP/s",
+                               timm_row).group(1))
+  assert torch_peak > 0
+  assert own_peak_row.startswith(
+      "| timm vit_tiny_patch16_224, against torch's own matmul peak |")
+  gflops = float(timm_row.split("|")[7])
+  assert float(own_peak_row.split("|")[8].strip().rstrip("%")) == (
+      pytest.approx(100 * gflops / torch_peak, rel=0.02, abs=0.06))
   examples = [float(r.split("|")[4]) for r in (ours, timm_row)]
   assert min(examples) > 0
   want = examples[0] / examples[1]
@@ -102,3 +114,8 @@ def test_compare_big_vision_runs_its_vit_here_and_in_its_own_process(
       "ratio (ours / big_vision ViT (this process) examples/s)",
       f"ratio (ours / {theirs} examples/s)"]
   assert all(float(r.split("|")[4].rstrip("x ")) > 0 for r in rows)
+
+
+def test_own_peak_reads_the_servers_note():
+  assert benchmark._own_peak("matmul peak 412.3 GFLOP/s") == 412.3e9
+  assert benchmark._own_peak("torch 2.1") is None
