@@ -39,6 +39,7 @@ import tempfile
 
 import numpy as np
 
+from big_vision_like import cpu_devices
 from big_vision_like import host_memory
 from big_vision_like.tools import benchmark
 
@@ -79,8 +80,11 @@ def export_revision(rev, into):
 def revision_step(rev, variant, batch_size, dtype_mm, mode, devices, tmp):
   """A step server of `step_at_revision.py` on the package at `rev`."""
   tree = export_revision(rev, tempfile.mkdtemp(dir=tmp))
+  # The caller's other XLA flags stay; the device count is the row's.
+  flags = cpu_devices.without_count_flag(os.environ.get("XLA_FLAGS"))
   env = {**os.environ, "PYTHONPATH": tree, host_memory.ENV: mode,
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+         "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count="
+                      f"{devices}".strip()}
   script = pathlib.Path(__file__).with_name("step_at_revision.py")
   return benchmark.StepServer(
       [sys.executable, str(script), "--variant", variant,
