@@ -9,6 +9,7 @@ import re
 
 import flax.linen as nn
 import jax
+from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 
@@ -107,6 +108,9 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None,
       size(rhs, rb), size(rhs, rc), size(rhs, rf))
   y = _batched_matmul(a, c)
   shape = [lhs.shape[i] for i in lb + lf] + [rhs.shape[i] for i in rf]
+  # A remat policy sees a custom VJP, not a dot: the name lets the policies
+  # that save dots save this one too (`remat_policy`).
+  y = ad_checkpoint.checkpoint_name(y, DOT_NAMES[1] if lb else DOT_NAMES[0])
   return y.reshape(shape).astype(preferred_element_type or jnp.float32)
 
 
@@ -126,13 +130,34 @@ REMAT_POLICIES = tuple(n for n in (
 ) if hasattr(jax.checkpoint_policies, n))
 
 
+# Checkpoint names of `dot_general`'s bfloat16-on-CPU products (a custom
+# VJP), without and with batch dimensions.
+DOT_NAMES = ("common.dot_general", "common.dot_general_batched")
+# The policies that save dots -> the `DOT_NAMES` they save as well.
+_SAVED_DOT_NAMES = {
+    "dots_saveable": DOT_NAMES,
+    "checkpoint_dots": DOT_NAMES,
+    "dots_with_no_batch_dims_saveable": DOT_NAMES[:1],
+    "checkpoint_dots_with_no_batch_dims": DOT_NAMES[:1],
+}
+
+
 def remat_policy(name):
-  """The `jax.checkpoint_policies` policy called `name` (`REMAT_POLICIES`)."""
+  """The `jax.checkpoint_policies` policy called `name` (`REMAT_POLICIES`).
+
+  The policies that save dots also save `dot_general`'s bfloat16 products
+  on CPU, which they would not see as dots (a custom VJP) and so recompute.
+  """
   if name not in REMAT_POLICIES:
     raise ValueError(f"Unknown remat_policy {name!r}; known: "
                      f"{list(REMAT_POLICIES)} (names in "
                      "jax.checkpoint_policies).")
-  return getattr(jax.checkpoint_policies, name)
+  policy = getattr(jax.checkpoint_policies, name)
+  if name in _SAVED_DOT_NAMES:
+    policy = jax.checkpoint_policies.save_from_both_policies(
+        policy, jax.checkpoint_policies.save_only_these_names(
+            *_SAVED_DOT_NAMES[name]))
+  return policy
 
 
 def maybe_remat(module_cls, remat, policy, static_argnums, prevent_cse=True):

@@ -3,6 +3,7 @@
 import os
 
 import jax
+from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -224,3 +225,30 @@ def test_dot_general_fast_path_is_canonical_bfloat16_matmuls():
   x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
   assert (jax.jit(mine).lower(x32, w32).as_text()
           == jax.jit(f32).lower(x32, w32).as_text())
+
+
+@pytest.mark.parametrize("policy, saved", [
+    ("dots_saveable", 2), ("checkpoint_dots", 2),
+    ("dots_with_no_batch_dims_saveable", 1),
+    ("checkpoint_dots_with_no_batch_dims", 1), ("nothing_saveable", 0)])
+def test_remat_policies_save_the_bfloat16_products_as_dots(
+    capsys, policy, saved):
+  # A dense product (no batch dims) and an attention-logits one (batched):
+  # on CPU the bfloat16 ones are custom VJPs, which a policy does not see as
+  # dots; remat_policy saves them as it saves float32's plain dots.
+  def fn(dtype):
+    def f(w, x):
+      h = jnp.tanh(common.einsum("bi,ij->bj", x.astype(dtype),
+                                 w.astype(dtype)))  # [64, 128]
+      hb = h.reshape(4, 16, 128).astype(dtype)
+      return jnp.sum(jnp.tanh(common.einsum("btd,bsd->bts", hb, hb)))
+    return f
+  w, x = jnp.full((32, 128), 0.01), jnp.ones((64, 32))
+
+  def saved_products(dtype, marker):
+    ad_checkpoint.print_saved_residuals(
+        jax.checkpoint(fn(dtype), policy=common.remat_policy(policy)), w, x)
+    return capsys.readouterr().out.count(marker)
+
+  assert saved_products(jnp.float32, "output of dot_general") == saved
+  assert saved_products(jnp.bfloat16, "named 'common.dot_general") == saved
