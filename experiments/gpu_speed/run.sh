@@ -4,15 +4,25 @@
 # of ViT-S/16, ViT-B/16, NFNet-F0 (next to timm with torch.autocast bf16 and its
 # fused attention) and the SigLIP B/16 two-tower step (sigmoid, chunked), in
 # bfloat16 matmuls at batch 128 and 256; then the ImageNet-style input
-# pipeline on all CPU cores. Writes everything to $OUT (default ./gpu_speed).
+# pipeline on all CPU cores (needs TensorFlow; skipped, with a line saying so,
+# where it is not installed). Writes everything to $OUT (default ./gpu_speed).
 #
-#   pip install -e ".[gpu,torch]" && bash experiments/gpu_speed/run.sh
+# On a machine with the project installed (pip install -e ".[gpu,torch]"):
+#   bash experiments/gpu_speed/run.sh
+# On the device tool's H200 (no network; jax, flax, optax, orbax, chex, etils,
+# torch, timm installed; ml-collections and TensorFlow not), see README.md
+# beside this file: the package runs from this tree (PYTHONPATH), and
+# ml-collections travels as a wheel.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu_speed}
 mkdir -p "$OUT"
-PY=${PY:-python}
+PY=${PY:-python3}
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 export TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_MEM_FRACTION=.9
+# The sizes (a dry run on a CPU: BATCHES=2 RES=32 STEPS=1 MATMUL=256).
+BATCHES=${BATCHES:-128,256} RES=${RES:-224} STEPS=${STEPS:-10}
+MATMUL=${MATMUL:-8192} LARGEST=${BATCHES##*,}
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -23,28 +33,37 @@ print('cuda', v.cuda_runtime_get_version(), 'cudnn', v.cudnn_get_version())" \
   $PY -c "import torch, timm; print('torch', torch.__version__, 'cuda', \
 torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'timm', \
 timm.__version__)"
+  $PY -c "import flax, optax, orbax.checkpoint, ml_collections; \
+print('flax', flax.__version__, 'optax', optax.__version__)"
 } > "$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt"
 
 # ViTs and NFNet next to timm, bf16, steps alternating with timm's.
 timeout 270 $PY -m big_vision_like.tools.benchmark \
-  --models vit:S/16,vit:B/16,nfnet:F0 --batch_size 128,256 \
-  --dtype_mm bfloat16 --steps 10 --compare timm 2>&1 \
+  --models vit:S/16,vit:B/16,nfnet:F0 --batch_size "$BATCHES" --res "$RES" \
+  --dtype_mm bfloat16 --steps "$STEPS" --compare timm --matmul_size "$MATMUL" \
+  2>&1 \
   | grep -v -i warning | tee "$OUT/steps.md"
 # The same ViT-B/16 with each attention kernel.
 for impl in xla cudnn; do
   timeout 45 $PY -m big_vision_like.tools.benchmark --models vit:B/16 \
-    --batch_size 256 --dtype_mm bfloat16 --steps 10 --attention_impl $impl \
+    --batch_size "$LARGEST" --res "$RES" --dtype_mm bfloat16 --steps "$STEPS" \
+    --attention_impl $impl --matmul_size "$MATMUL" \
     2>&1 | grep "vit:B" | sed "s/^| vit:B\/16/| vit:B\/16 $impl/" \
     | tee -a "$OUT/steps.md"
 done
 # SigLIP B/16 two-tower, sigmoid loss on the chunked ring.
-for b in 128 256; do
+for b in ${BATCHES//,/ }; do
   timeout 60 $PY -m big_vision_like.tools.accum_benchmark --batch_size $b \
-    --grad_accum 1 --dtype_mm bfloat16 --steps 10 2>&1 \
+    --res "$RES" --grad_accum 1 --dtype_mm bfloat16 --steps "$STEPS" 2>&1 \
     | grep -v -i warning | tee -a "$OUT/siglip.md"
 done
 # The input pipeline on the machine's cores, next to the step it feeds.
-timeout 90 $PY -m big_vision_like.tools.pipeline_benchmark --num_images 2048 \
-  --batch_size 256 --batches 16 2>&1 \
-  | grep -v -i warning | tee "$OUT/pipeline.md"
+if $PY -c "import tensorflow, tensorflow_datasets" 2>/dev/null; then
+  timeout 90 $PY -m big_vision_like.tools.pipeline_benchmark \
+    --num_images 2048 --batch_size "$LARGEST" --batches 16 2>&1 \
+    | grep -v -i warning | tee "$OUT/pipeline.md"
+else
+  echo "pipeline: not run, TensorFlow / tensorflow-datasets are not" \
+    "installed on this machine" | tee "$OUT/pipeline.md"
+fi
