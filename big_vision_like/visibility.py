@@ -273,7 +273,10 @@ def matmul_peak(n, mesh, dtype="float32"):
   """
   sh = sharding.batch_sharding(mesh)
   d = mesh.devices.size
-  a = jax.device_put(jnp.ones((d, n, n), dtype), sh)
+  # Random operands: a GPU multiplies constant ones or zeros faster (less
+  # switching power), which would overstate the peak.
+  a = np.random.default_rng(0).standard_normal((d, n, n), np.float32)
+  a = jax.device_put(a.astype(jnp.dtype(dtype)), sh)  # From the host, split.
   f = jax.jit(lambda x: common.einsum("bij,bjk->bik", x, x)).lower(a).compile()
   return 2.0 * d * n**3 / _time(f, a, steps=5)
 

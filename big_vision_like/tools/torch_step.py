@@ -65,7 +65,10 @@ def matmul_peak(n, dtype_mm, device=None, steps=5):
   torch, _ = _import_torch()
   device = device or ("cuda" if torch.cuda.is_available() else "cpu")
   dtype = torch.bfloat16 if dtype_mm == "bfloat16" else torch.float32
-  a = torch.ones(n, n, dtype=dtype, device=device)
+  # Random operands, as in `visibility.matmul_peak` (constant ones or zeros
+  # run faster on a GPU).
+  a = torch.randn(n, n, generator=torch.Generator().manual_seed(0)).to(
+      device=device, dtype=dtype)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   times = []
   for i in range(steps + 2):  # The first two warm up.
