@@ -311,7 +311,7 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
       s.close()
   rows = [_row(n, batch_size, sec[n], flops, row_devices.get(n, 1), peak)
           for n in sec]
-  # timm's rows after the first name it without its peak (that row says it).
+  # Rows below timm's own name it without its peak (its own row shows that).
   short = {s.name: s.name.split(" (matmul peak")[0] for s in servers}
   for s in servers:
     own = _own_peak(s.note)
