@@ -70,6 +70,11 @@ def _cpu_bfloat16(*operands):
           and jax.default_backend() == "cpu")
 
 
+# Checkpoint names of `dot_general`'s bfloat16-on-CPU products (a custom
+# VJP), without and with batch dimensions.
+DOT_NAMES = ("common.dot_general", "common.dot_general_batched")
+
+
 def dot_general(lhs, rhs, dimension_numbers, precision=None,
                 preferred_element_type=None, **kwargs):
   """`jax.lax.dot_general`, fast for bfloat16 operands on CPU.
@@ -130,9 +135,6 @@ REMAT_POLICIES = tuple(n for n in (
 ) if hasattr(jax.checkpoint_policies, n))
 
 
-# Checkpoint names of `dot_general`'s bfloat16-on-CPU products (a custom
-# VJP), without and with batch dimensions.
-DOT_NAMES = ("common.dot_general", "common.dot_general_batched")
 # The policies that save dots -> the `DOT_NAMES` they save as well.
 _SAVED_DOT_NAMES = {
     "dots_saveable": DOT_NAMES,
