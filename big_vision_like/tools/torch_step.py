@@ -10,7 +10,8 @@ from stdin and answers each with the seconds of one more train step
 Interleaving these requests with the JAX steps measures both in the same
 minutes of the same machine. The step is the one a timm user writes:
 eager PyTorch (timm's fused `scaled_dot_product_attention`), AdamW with
-the benchmark's lr and weight decay, `torch.autocast` to bfloat16 when
+the benchmark's lr and weight decay, cuDNN's autotuning
+(`cudnn.benchmark`, as timm's train.py sets it), `torch.autocast` to bfloat16 when
 `--dtype_mm bfloat16`, on CUDA when available.
 
 With `--matmul_size N` the `ready` line also says torch's own peak here:
@@ -38,6 +39,8 @@ def build_step(model_name, batch_size, res, dtype_mm, device=None):
   """Returns `step()`, which runs one synchronised train step of timm's model."""
   torch, timm = _import_torch()
   device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+  # As timm's train.py: cuDNN picks its fastest convolution per shape.
+  torch.backends.cudnn.benchmark = True
   torch.manual_seed(0)
   kw = {"img_size": res} if "vit" in model_name or "mixer" in model_name else {}
   model = timm.create_model(model_name, pretrained=False, num_classes=1000,

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The GPU speed check of issue 13, as ONE command that fits a 10-minute call
-# (its timeouts add up to 570 s): train-step throughput and FLOP utilisation
-# of ViT-S/16, ViT-B/16, NFNet-F0 (next to timm with torch.autocast bf16 and its
-# fused attention) and the SigLIP B/16 two-tower step (sigmoid, chunked), in
-# bfloat16 matmuls at batch 128 and 256; then the ImageNet-style input
-# pipeline on all CPU cores (needs TensorFlow; skipped, with a line saying so,
-# where it is not installed). Writes everything to $OUT (default ./gpu_speed).
+# (its timeouts add up to 530 s; the parts come most important first, each
+# under its own timeout, so a slow or broken one costs only itself):
+# the attention tests on the GPU (cuDNN next to einsum, values and gradients);
+# train-step throughput and FLOP utilisation of ViT-B/16, ViT-S/16, NFNet-F0
+# next to timm (torch.autocast bf16, its fused attention, cudnn.benchmark)
+# in bfloat16 matmuls at batch 128 and 256, steps alternating; ViT-B/16 with
+# the "xla" attention kernel and at a larger batch; the SigLIP B/16 two-tower
+# step (sigmoid, chunked); then the ImageNet-style input pipeline on all CPU
+# cores (needs TensorFlow; skipped, with a line saying so, where it is not
+# installed). Writes everything to $OUT (default ./gpu_speed).
 #
 # On a machine with the project installed (pip install -e ".[gpu,torch]"):
 #   bash experiments/gpu_speed/run.sh
@@ -18,11 +22,14 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-gpu_speed}
 mkdir -p "$OUT"
 PY=${PY:-python3}
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
-export TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_MEM_FRACTION=.9
-# The sizes (a dry run on a CPU: BATCHES=2 RES=32 STEPS=1 MATMUL=256).
-BATCHES=${BATCHES:-128,256} RES=${RES:-224} STEPS=${STEPS:-10}
-MATMUL=${MATMUL:-8192} LARGEST=${BATCHES##*,}
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
+# No preallocation: timm's step runs in a second process on the same GPU.
+export TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_PREALLOCATE=false
+# The sizes (a dry run on a CPU: BATCHES=2 BIG=4 RES=32 STEPS=1 MATMUL=256).
+BATCHES=${BATCHES:-128,256} BIG=${BIG:-512} RES=${RES:-224}
+STEPS=${STEPS:-20} MATMUL=${MATMUL:-8192} LARGEST=${BATCHES##*,}
+BENCH="$PY -m big_vision_like.tools.benchmark --res $RES --dtype_mm bfloat16
+  --steps $STEPS --matmul_size $MATMUL"
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -38,23 +45,26 @@ print('flax', flax.__version__, 'optax', optax.__version__)"
 } > "$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt"
 
-# ViTs and NFNet next to timm, bf16, steps alternating with timm's.
-timeout 270 $PY -m big_vision_like.tools.benchmark \
-  --models vit:S/16,vit:B/16,nfnet:F0 --batch_size "$BATCHES" --res "$RES" \
-  --dtype_mm bfloat16 --steps "$STEPS" --compare timm --matmul_size "$MATMUL" \
-  2>&1 \
-  | grep -v -i warning | tee "$OUT/steps.md"
-# The same ViT-B/16 with each attention kernel.
-for impl in xla cudnn; do
-  timeout 45 $PY -m big_vision_like.tools.benchmark --models vit:B/16 \
-    --batch_size "$LARGEST" --res "$RES" --dtype_mm bfloat16 --steps "$STEPS" \
-    --attention_impl $impl --matmul_size "$MATMUL" \
-    2>&1 | grep "vit:B" | sed "s/^| vit:B\/16/| vit:B\/16 $impl/" \
-    | tee -a "$OUT/steps.md"
+# The attention implementations on this GPU (cuDNN's run here, not on CPU).
+timeout 60 $PY -m pytest --noconftest -q -p no:cacheprovider \
+  tests/models/test_attention.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+
+# Each model next to timm, bf16, steps alternating with timm's.
+: > "$OUT/steps.md"
+for m in vit:B/16 vit:S/16 nfnet:F0; do
+  timeout 100 $BENCH --models $m --batch_size "$BATCHES" --compare timm 2>&1 \
+    | grep -v -i warning | tee -a "$OUT/steps.md"
 done
+# ViT-B/16 with the "xla" kernel (the rows above: "auto", cuDNN's where it
+# takes the shapes), and at a larger batch.
+timeout 40 $BENCH --models vit:B/16 --batch_size "$LARGEST" \
+  --attention_impl xla 2>&1 | grep "^| vit:B" \
+  | sed "s/^| vit:B\/16/| vit:B\/16 attention xla/" | tee -a "$OUT/steps.md"
+timeout 40 $BENCH --models vit:B/16 --batch_size "$BIG" 2>&1 \
+  | grep "^| vit:B" | tee -a "$OUT/steps.md"
 # SigLIP B/16 two-tower, sigmoid loss on the chunked ring.
 for b in ${BATCHES//,/ }; do
-  timeout 60 $PY -m big_vision_like.tools.accum_benchmark --batch_size $b \
+  timeout 45 $PY -m big_vision_like.tools.accum_benchmark --batch_size $b \
     --res "$RES" --grad_accum 1 --dtype_mm bfloat16 --steps "$STEPS" 2>&1 \
     | grep -v -i warning | tee -a "$OUT/siglip.md"
 done
