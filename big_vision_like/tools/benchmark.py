@@ -155,6 +155,8 @@ def build_step(model_name, variant, res, batch_size, dtype_mm, mesh=None,
                     donate_argnums=0).lower(state, batch)
   flops = visibility.step_flops(lowered)
   compiled = lowered.compile()
+  if flops is None:  # Some jax versions count only the compiled program.
+    flops = visibility.step_flops(compiled)
   box = list(compiled(state, batch))  # Warm-up.
 
   def run():
@@ -253,10 +255,13 @@ def time_in_turn(runners, steps):
 
 
 def _row(name, batch_size, sec, flops, devices, peak):
+  head = (f"| {name} | {batch_size} | {sec * 1e3:.0f} | "
+          f"{batch_size / sec:.2f} | {batch_size / sec / devices:.2f} | ")
+  if flops is None:  # No cost analysis on this backend.
+    return head + "n/a | n/a | n/a |"
   util = visibility.mfu(flops, sec, devices, peak / devices)
-  return (f"| {name} | {batch_size} | {sec * 1e3:.0f} | "
-          f"{batch_size / sec:.2f} | {batch_size / sec / devices:.2f} | "
-          f"{flops / 1e9:.1f} | {flops / sec / 1e9:.1f} | {100 * util:.1f}% |")
+  return head + (f"{flops / 1e9:.1f} | {flops / sec / 1e9:.1f} | "
+                 f"{100 * util:.1f}% |")
 
 
 def _own_peak(note):
@@ -315,7 +320,7 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
   short = {s.name: s.name.split(" (matmul peak")[0] for s in servers}
   for s in servers:
     own = _own_peak(s.note)
-    if own:
+    if own and flops:
       util = visibility.mfu(flops, sec[s.name], 1, own)
       rows.append(f"| {short[s.name]}, against torch's own matmul peak "
                   f"| | | | | | | {100 * util:.1f}% |")
