@@ -87,6 +87,24 @@ def test_step_flops_of_a_sharded_matmul():
   assert memory["memory/step_output_bytes"] == m // 8 * n * 4
 
 
+def test_step_flops_of_a_lowering_without_cost_analysis(monkeypatch):
+  # jax's CUDA plugin (PJRT C API) refuses Lowered.cost_analysis: the count
+  # comes from XLA's cost analysis of the same HLO on the CPU client.
+  m, n, k = 64, 32, 16
+  a = jax.device_put(jnp.ones((m, k)),
+                     sharding.batch_sharding(sharding.make_mesh()))
+  lowered = jax.jit(lambda a, b: jnp.tanh(a @ b)).lower(a, jnp.ones((k, n)))
+  expected = visibility.step_flops(lowered)
+  assert expected >= 2 * m * n * k
+
+  def refuse(self):
+    raise NotImplementedError("Lowered.cost_analysis not implemented")
+  monkeypatch.setattr(jax.stages.Lowered, "cost_analysis", refuse)
+  assert visibility.step_flops(lowered) == expected
+  # A Compiled's own count is untouched.
+  assert visibility.step_flops(lowered.compile()) >= 2 * m * n * k
+
+
 def test_peak_flops_table_and_override():
   class Dev:
     device_kind, platform = "TPU v5 lite", "tpu"
