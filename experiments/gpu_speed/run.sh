@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU speed check of issue 13, as ONE command that fits a 10-minute call
-# (its timeouts add up to 530 s; the parts come most important first, each
-# under its own timeout, so a slow or broken one costs only itself):
+# The GPU speed check of issue 13, in two parts (PART=1, PART=2), each one
+# command that fits a 10-minute call (timeouts: 390 s and 490 s; most
+# important first, each under its own timeout, so a slow or broken one
+# costs only itself):
 # the attention tests on the GPU (cuDNN next to einsum, values and gradients);
 # train-step throughput and FLOP utilisation of ViT-B/16, ViT-S/16, NFNet-F0
 # next to timm (torch.autocast bf16, its fused attention, cudnn.benchmark)
@@ -45,26 +46,34 @@ print('flax', flax.__version__, 'optax', optax.__version__)"
 } > "$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt"
 
-# The attention implementations on this GPU (cuDNN's run here, not on CPU).
-timeout 60 $PY -m pytest --noconftest -q -p no:cacheprovider \
-  tests/models/test_attention.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
-
-# Each model next to timm, bf16, steps alternating with timm's.
-: > "$OUT/steps.md"
-for m in vit:B/16 vit:S/16 nfnet:F0; do
-  timeout 100 $BENCH --models $m --batch_size "$BATCHES" --compare timm 2>&1 \
-    | grep -v -i warning | tee -a "$OUT/steps.md"
-done
-# ViT-B/16 with the "xla" kernel (the rows above: "auto", cuDNN's where it
-# takes the shapes), and at a larger batch.
-timeout 40 $BENCH --models vit:B/16 --batch_size "$LARGEST" \
-  --attention_impl xla 2>&1 | grep "^| vit:B" \
-  | sed "s/^| vit:B\/16/| vit:B\/16 attention xla/" | tee -a "$OUT/steps.md"
-timeout 40 $BENCH --models vit:B/16 --batch_size "$BIG" 2>&1 \
+# PART=1 (about 6 minutes on the H200): the attention tests, ViT-B/16 and
+# ViT-S/16 next to timm, ViT-B/16 with the "xla" kernel. PART=2 (about 8):
+# NFNet-F0 next to timm, ViT-B/16 at batch $BIG, the SigLIP step, the
+# pipeline. One part per device call; PART=all runs both.
+PART=${PART:-all}
+if [[ $PART == 1 || $PART == all ]]; then
+  # The attention implementations on this GPU (cuDNN's run here, not on CPU).
+  timeout 90 $PY -m pytest --noconftest -q -p no:cacheprovider \
+    tests/models/test_attention.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+  # Each model next to timm, bf16, steps alternating with timm's.
+  timeout 130 $BENCH --models vit:B/16 --batch_size "$BATCHES" \
+    --compare timm 2>&1 | grep -v -i warning | tee -a "$OUT/steps.md"
+  timeout 110 $BENCH --models vit:S/16 --batch_size "$BATCHES" \
+    --compare timm 2>&1 | grep -v -i warning | tee -a "$OUT/steps.md"
+  # ViT-B/16 with the "xla" kernel (the rows above: "auto", which is cuDNN's
+  # fused attention for bfloat16 on an NVIDIA GPU).
+  timeout 60 $BENCH --models vit:B/16 --batch_size "$LARGEST" \
+    --attention_impl xla 2>&1 | grep "^| vit:B" \
+    | sed "s/^| vit:B\/16/| vit:B\/16 attention xla/" | tee -a "$OUT/steps.md"
+fi
+[[ $PART == 1 ]] && exit 0
+timeout 160 $BENCH --models nfnet:F0 --batch_size "$BATCHES" --compare timm \
+  2>&1 | grep -v -i warning | tee -a "$OUT/steps.md"
+timeout 60 $BENCH --models vit:B/16 --batch_size "$BIG" 2>&1 \
   | grep "^| vit:B" | tee -a "$OUT/steps.md"
 # SigLIP B/16 two-tower, sigmoid loss on the chunked ring.
 for b in ${BATCHES//,/ }; do
-  timeout 45 $PY -m big_vision_like.tools.accum_benchmark --batch_size $b \
+  timeout 90 $PY -m big_vision_like.tools.accum_benchmark --batch_size $b \
     --res "$RES" --grad_accum 1 --dtype_mm bfloat16 --steps "$STEPS" 2>&1 \
     | grep -v -i warning | tee -a "$OUT/siglip.md"
 done
