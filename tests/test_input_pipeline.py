@@ -1,6 +1,7 @@
 """Tests of the train/eval input pipelines on the built-in digits dataset."""
 
 import itertools
+import threading
 
 import jax
 import numpy as np
@@ -167,6 +168,32 @@ def test_global_iterator_can_stop_early(source):
   first = next(it)
   assert first["label"].shape == (8,)
   it.close()
+
+
+def test_global_iterator_puts_batches_on_devices_in_the_calling_thread(
+    monkeypatch):
+  # Only the thread that dispatches the steps calls XLA; the reader's error
+  # comes after the batches read before it.
+  threads, to_global = [], ip.to_global
+  def recording(batch, sharding):
+    threads.append(threading.current_thread())
+    return to_global(batch, sharding)
+  monkeypatch.setattr(ip, "to_global", recording)
+  ds = tf.data.Dataset.range(5).map(
+      lambda i: {"x": tf.fill([8], tf.cast(i, tf.float32))})
+
+  def fail_at_3(b):
+    with tf.control_dependencies([tf.debugging.assert_less(b["x"][0], 3.0)]):
+      return {"x": tf.identity(b["x"])}
+  ds = ds.map(fail_at_3)
+  mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      "data"))
+  it = ip.start_global_iterator(ds, sharding, prefetch=2)
+  assert [float(next(it)["x"][0]) for _ in range(3)] == [0.0, 1.0, 2.0]
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    next(it)
+  assert threads and set(threads) == {threading.current_thread()}
 
 
 def test_to_global_keeps_strings_as_numpy():
