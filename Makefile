@@ -30,14 +30,18 @@ install: $(STAMP)
 # parallel): for these small steps, faster than one device using every core.
 # Without effect on a GPU or TPU.
 DEMO_CPU_DEVICES ?= 2
+# Small steps fed by tf.data on the same cores: malloc arenas per thread
+# (host_memory's keep_arenas) train the demos faster than the one arena
+# (make demo 1.45x; see host_memory.py).
+DEMO_HOST_MEMORY = BIG_VISION_LIKE_HOST_MEMORY=$${BIG_VISION_LIKE_HOST_MEMORY:-keep_arenas}
 demo: $(STAMP)
-	XLA_FLAGS="--xla_force_host_platform_device_count=$(DEMO_CPU_DEVICES) \
+	$(DEMO_HOST_MEMORY) XLA_FLAGS="--xla_force_host_platform_device_count=$(DEMO_CPU_DEVICES) \
 	    $$XLA_FLAGS" $(PY) -m big_vision_like.train \
 	    --config configs/siglip_shapes.py --workdir $(DEMO_WORKDIR)
 
 # A small ViT classifier on the built-in digits (about two minutes).
 demo-digits: $(STAMP)
-	$(PY) -m big_vision_like.train --config configs/vit_digits.py \
+	$(DEMO_HOST_MEMORY) $(PY) -m big_vision_like.train --config configs/vit_digits.py \
 	    --workdir workdirs/demo_vit_digits
 
 test: $(STAMP)

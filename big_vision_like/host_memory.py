@@ -19,8 +19,18 @@ memory stays in the process and the next step reuses it without a fault:
 - `M_TRIM_THRESHOLD=-1` (no limit): the heap's free top is never given back.
 
 The costs: the process's resident memory does not shrink after its peak, and
-all threads allocate from one arena (the tf.data ImageNet-style pipeline
-benchmark measured within its run-to-run noise here).
+all threads allocate from one arena. Where the step is small and tf.data's
+threads feed it from the same cores, that one arena is contended: `make
+demo` (SigLIP on shapes, 2 CPU devices, a temp buffer of 57 MiB per device)
+trained in 366.7 s with it and in 253.3 s (1.45x) with `keep_arenas`, the
+last two options without M_ARENA_MAX=1, which keeps buffers below a thread
+arena's 64 MiB heap mapped while threads allocate from arenas of their own
+(the ViT-S/16 step at batch 16, a 2 GB temp buffer, runs 0.91x with it,
+as slow as glibc's defaults). `make demo` and `make demo-digits`
+choose `keep_arenas`; the
+trainer logs which mode suits its compiled step (`advice`). Which arenas
+threads get is settled when they first allocate, so the choice cannot wait
+for the step's size.
 
 The options only reach threads that had not allocated yet, so they must be
 set before the first JAX computation starts XLA's threads: importing
@@ -31,7 +41,8 @@ set before the first JAX computation starts XLA's threads: importing
   CUDA/ROCm/TPU plugin is installed (their host buffers are small, and the
   input pipeline of an accelerator host has many threads to feed);
 - JAX's backends are already initialised (too late to help);
-- `BIG_VISION_LIKE_HOST_MEMORY=default` is set (`keep` forces it on).
+- `BIG_VISION_LIKE_HOST_MEMORY=default` is set (`keep` forces it on,
+  `keep_arenas` forces it on without the one arena).
 
 `STATE` says what happened, e.g. for a benchmark's header.
 """
@@ -41,7 +52,8 @@ import importlib.util
 import os
 import sys
 
-ENV = "BIG_VISION_LIKE_HOST_MEMORY"  # "default", "keep" or unset ("auto")
+ENV = "BIG_VISION_LIKE_HOST_MEMORY"  # one of MODES; unset: "auto"
+MODES = ("auto", "keep", "keep_arenas", "default")
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _ACCELERATOR_MODULES = ("jax_cuda12_plugin", "jax_cuda13_plugin",
                         "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
@@ -77,6 +89,30 @@ def _installed_plugins():
 def cpu_only_run():
   """Whether this run can only use the CPU (see `accelerator_possible`)."""
   return not accelerator_possible(_jax_platforms(), _installed_plugins())
+
+
+# Above this temp buffer per device a thread arena mmaps the buffer anew on
+# every step (its heaps hold 64 MiB), so only the one arena keeps it mapped.
+ARENA_HEAP_BYTES = 64 << 20
+
+
+def advice(temp_bytes_per_device):
+  """A line suggesting the other mode where this process's suits a step
+  with `temp_bytes_per_device` (XLA's temp buffer) worse, else None."""
+  if temp_bytes_per_device is None:
+    return None
+  mib = temp_bytes_per_device / 2**20
+  if STATE.startswith("kept (glibc M_ARENA_MAX=1") and (
+      temp_bytes_per_device < ARENA_HEAP_BYTES):
+    return (f"Host memory: the step's temp buffer is small ({mib:.0f} MiB "
+            f"per device); {ENV}=keep_arenas avoids contending for one malloc "
+            "arena with the input pipeline (make demo: 1.45x).")
+  if STATE == "kept (glibc M_MMAP_MAX=0, no trim)" and (
+      temp_bytes_per_device > ARENA_HEAP_BYTES):
+    return (f"Host memory: the step's temp buffer ({mib:.0f} MiB per device) "
+            f"is above a thread arena's 64 MiB heap; {ENV}=keep keeps it "
+            "mapped between steps (ViT-S/16 at batch 16: 1.10x).")
+  return None
 
 
 def jax_backends_initialized():
@@ -118,8 +154,9 @@ def configure():
   if STATE.startswith("kept"):
     return True
   mode = os.environ.get(ENV, "auto")
-  if mode not in ("auto", "keep", "default"):
-    raise ValueError(f"{ENV}={mode!r}: expected 'keep', 'default' or unset.")
+  if mode not in MODES:
+    raise ValueError(f"{ENV}={mode!r}: expected one of {MODES[1:]} or "
+                     "unset.")
   mallopt = _glibc_mallopt()
   if mode == "default":
     STATE = f"glibc defaults ({ENV}=default)"
@@ -133,8 +170,11 @@ def configure():
     STATE = "glibc defaults (an accelerator may be used)"
   else:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    ok = all(mallopt(param, value) == 1 for param, value in (
-        (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
-    STATE = ("kept (glibc M_ARENA_MAX=1, M_MMAP_MAX=0, no trim)" if ok
+    options = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)]
+    if mode != "keep_arenas":
+      options.insert(0, (_M_ARENA_MAX, 1))
+    ok = all(mallopt(param, value) == 1 for param, value in options)
+    STATE = ((f"kept (glibc {'' if mode == 'keep_arenas' else 'M_ARENA_MAX=1, '}"
+              "M_MMAP_MAX=0, no trim)") if ok
              else "glibc defaults (mallopt refused)")
   return STATE.startswith("kept")

@@ -33,6 +33,7 @@ from big_vision_like import config as config_lib
 from big_vision_like import cpu_devices
 from big_vision_like import distill as distill_lib
 from big_vision_like import fs
+from big_vision_like import host_memory
 from big_vision_like import input_pipeline
 from big_vision_like import metrics as metrics_lib
 from big_vision_like import optim
@@ -487,6 +488,9 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
              + (f" (cpu_devices: {cpu_devices.STATE})"
                 if jax.default_backend() == "cpu" else ""))
         _log(visibility.describe_step(flops, memory, setup.peak_flops))
+        hint = host_memory.advice(memory.get("memory/step_temp_bytes"))
+        if hint and jax.default_backend() == "cpu":
+          _log(hint)
       with setup.profiler.step(step):
         state, metrics = step_fn(state, batch)
       setup.profiler.after(step, wait_for=metrics)

@@ -11,7 +11,8 @@ from big_vision_like import host_memory
 
 GLIBC = host_memory._glibc_mallopt() is not None  # pylint: disable=protected-access
 
-# A jitted function whose 128 MiB intermediate (tanh(x @ w), not fusable into
+# A jitted function whose 2048 x WIDTH float32 intermediate (tanh(x @ w): 128
+# MiB at the default width 16384; not fusable into
 # the second matmul) lives in XLA's temp buffer; prints the fewest minor page
 # faults of runs 4-10. The pause lets XLA free a run's buffer (on one of its
 # threads) before the next run allocates; without it, on a loaded machine a
@@ -21,8 +22,9 @@ _FAULTS = textwrap.dedent("""
     import big_vision_like
     from big_vision_like import host_memory
     import jax, jax.numpy as jnp
-    x = jnp.ones((2048, 64)); w = jnp.full((64, 16384), 1e-3)
-    v = jnp.ones((16384, 8))
+    width = int(sys.argv[1])
+    x = jnp.ones((2048, 64)); w = jnp.full((64, width), 1e-3)
+    v = jnp.ones((width, 8))
     f = jax.jit(lambda x, w, v: jnp.tanh(x @ w) @ v)
     for _ in range(3):
       f(x, w, v).block_until_ready()
@@ -37,10 +39,11 @@ _FAULTS = textwrap.dedent("""
 """)
 
 
-def _faults(mode):
+def _faults(mode, width=16384):
   env = {**os.environ, host_memory.ENV: mode, "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, check=True,
-                       capture_output=True, text=True).stdout.split("\n")
+  out = subprocess.run([sys.executable, "-c", _FAULTS, str(width)], env=env,
+                       check=True, capture_output=True,
+                       text=True).stdout.split("\n")
   return int(out[0]), out[1]
 
 
@@ -53,6 +56,21 @@ def test_temp_buffer_is_reused_without_page_faults():
   faults, state = _faults("keep")
   assert state.startswith("kept"), state
   assert faults < 0.05 * pages
+  # Arenas per thread: a buffer above a thread arena's 64 MiB heap is
+  # mmap'd (and faulted in) by every run again...
+  faults, state = _faults("keep_arenas")
+  assert state == "kept (glibc M_MMAP_MAX=0, no trim)", state
+  assert faults > 0.9 * pages
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc options (Linux)")
+def test_small_temp_buffer_is_reused_with_arenas_per_thread():
+  # ...one of 48 MiB stays in the thread's arena; glibc's defaults mmap it
+  # (above their 32 MiB largest mmap threshold) on every run.
+  width = 6144
+  pages = 2048 * width * 4 // 4096
+  assert _faults("default", width)[0] > 0.9 * pages
+  assert _faults("keep_arenas", width)[0] < 0.05 * pages
 
 
 def test_accelerator_possible():
@@ -76,3 +94,19 @@ def test_configure_checks_its_variable_and_reports_a_late_call(monkeypatch):
   if GLIBC:
     assert not host_memory.configure()
     assert "initialised before" in host_memory.STATE
+
+
+def test_advice_names_the_mode_that_suits_the_step(monkeypatch):
+  mib = 2**20
+  monkeypatch.setattr(host_memory, "STATE",
+                      "kept (glibc M_ARENA_MAX=1, M_MMAP_MAX=0, no trim)")
+  assert "=keep_arenas" in host_memory.advice(57 * mib)
+  assert host_memory.advice(2048 * mib) is None
+  assert host_memory.advice(None) is None
+  monkeypatch.setattr(host_memory, "STATE", "kept (glibc M_MMAP_MAX=0, no trim)")
+  assert "=keep " in host_memory.advice(2048 * mib)
+  assert host_memory.advice(57 * mib) is None
+  monkeypatch.setattr(host_memory, "STATE", "glibc defaults (an accelerator "
+                      "may be used)")
+  assert host_memory.advice(57 * mib) is None
+  assert host_memory.advice(2048 * mib) is None

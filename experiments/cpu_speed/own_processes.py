@@ -14,8 +14,9 @@ MODEL `big_vision` (google-research/big_vision's ViT, from the checkout),
 (exported with `git archive` to a temporary folder and run by
 `step_at_revision.py`: the model, optimizer and step of that revision, with
 this process's jax); HOST_MEMORY `default` (glibc's malloc defaults, as
-big_vision runs) or `keep` (`host_memory`; at a revision without it, glibc's
-defaults whatever the row says, and the row's name says so); DEVICES the
+big_vision runs), `keep` or `keep_arenas` (`host_memory`; at a revision
+without it, glibc's defaults whatever the row says, and the row's name says
+so); DEVICES the
 CPU devices (`auto` or N, `cpu_devices`; N only for `ours@REV`). The servers
 are timed in turn, one step each, round after round; no process is the
 driver's, so none is favoured by the order or by sharing the driver's
@@ -54,12 +55,12 @@ def parse_rows(text):
     if (len(parts) != 3
         or not (parts[0] in ("big_vision", "ours")
                 or parts[0].startswith("ours@") and len(parts[0]) > 5)
-        or parts[1] not in ("default", "keep")
+        or parts[1] not in host_memory.MODES[1:]
         or not (parts[2] == "auto" or parts[2].isdigit())
         or parts[0].startswith("ours@") and not parts[2].isdigit()):
       raise ValueError(f"--rows {row!r}: expected MODEL:HOST_MEMORY:DEVICES "
                        "with MODEL big_vision|ours|ours@REV, HOST_MEMORY "
-                       "default|keep, DEVICES auto|N (N for ours@REV).")
+                       "default|keep|keep_arenas, DEVICES auto|N (N for ours@REV).")
     rows.append(tuple(parts))
   return rows
 
