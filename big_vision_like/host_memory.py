@@ -26,11 +26,10 @@ trained in 366.7 s with it and in 253.3 s (1.45x) with `keep_arenas`, the
 last two options without M_ARENA_MAX=1, which keeps buffers below a thread
 arena's 64 MiB heap mapped while threads allocate from arenas of their own
 (the ViT-S/16 step at batch 16, a 2 GB temp buffer, runs 0.91x with it,
-as slow as glibc's defaults). `make demo` and `make demo-digits`
-choose `keep_arenas`; the
-trainer logs which mode suits its compiled step (`advice`). Which arenas
-threads get is settled when they first allocate, so the choice cannot wait
-for the step's size.
+as slow as glibc's defaults). `make demo` and `make demo-digits` choose
+`keep_arenas`; the trainer logs which mode suits its compiled step
+(`advice`). Which arenas threads get is settled when they first allocate,
+so the choice cannot wait for the step's size.
 
 The options only reach threads that had not allocated yet, so they must be
 set before the first JAX computation starts XLA's threads: importing
@@ -44,7 +43,8 @@ set before the first JAX computation starts XLA's threads: importing
 - `BIG_VISION_LIKE_HOST_MEMORY=default` is set (`keep` forces it on,
   `keep_arenas` forces it on without the one arena).
 
-`STATE` says what happened, e.g. for a benchmark's header.
+`STATE` says what happened, e.g. for a benchmark's header; `KEPT` is the
+mode in effect ("keep" or "keep_arenas"), or None.
 """
 
 import ctypes
@@ -59,6 +59,7 @@ _ACCELERATOR_MODULES = ("jax_cuda12_plugin", "jax_cuda13_plugin",
                         "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
 
 STATE = "not configured"
+KEPT = None  # The mode whose options are set: "keep", "keep_arenas" or None.
 
 
 def accelerator_possible(jax_platforms, installed):
@@ -102,13 +103,11 @@ def advice(temp_bytes_per_device):
   if temp_bytes_per_device is None:
     return None
   mib = temp_bytes_per_device / 2**20
-  if STATE.startswith("kept (glibc M_ARENA_MAX=1") and (
-      temp_bytes_per_device < ARENA_HEAP_BYTES):
+  if KEPT == "keep" and temp_bytes_per_device < ARENA_HEAP_BYTES:
     return (f"Host memory: the step's temp buffer is small ({mib:.0f} MiB "
             f"per device); {ENV}=keep_arenas avoids contending for one malloc "
             "arena with the input pipeline (make demo: 1.45x).")
-  if STATE == "kept (glibc M_MMAP_MAX=0, no trim)" and (
-      temp_bytes_per_device > ARENA_HEAP_BYTES):
+  if KEPT == "keep_arenas" and temp_bytes_per_device > ARENA_HEAP_BYTES:
     return (f"Host memory: the step's temp buffer ({mib:.0f} MiB per device) "
             f"is above a thread arena's 64 MiB heap; {ENV}=keep keeps it "
             "mapped between steps (ViT-S/16 at batch 16: 1.10x).")
@@ -150,8 +149,8 @@ def configure():
 
   Returns True when the malloc options were set (now or before).
   """
-  global STATE
-  if STATE.startswith("kept"):
+  global STATE, KEPT
+  if KEPT:
     return True
   mode = os.environ.get(ENV, "auto")
   if mode not in MODES:
@@ -170,11 +169,13 @@ def configure():
     STATE = "glibc defaults (an accelerator may be used)"
   else:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    options = [(_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)]
+    options = {"M_MMAP_MAX=0": (_M_MMAP_MAX, 0),
+               "no trim": (_M_TRIM_THRESHOLD, -1)}
     if mode != "keep_arenas":
-      options.insert(0, (_M_ARENA_MAX, 1))
-    ok = all(mallopt(param, value) == 1 for param, value in options)
-    STATE = ((f"kept (glibc {'' if mode == 'keep_arenas' else 'M_ARENA_MAX=1, '}"
-              "M_MMAP_MAX=0, no trim)") if ok
-             else "glibc defaults (mallopt refused)")
-  return STATE.startswith("kept")
+      options = {"M_ARENA_MAX=1": (_M_ARENA_MAX, 1), **options}
+    if all(mallopt(*option) == 1 for option in options.values()):
+      KEPT = "keep_arenas" if mode == "keep_arenas" else "keep"
+      STATE = f"kept (glibc {', '.join(options)})"
+    else:
+      STATE = "glibc defaults (mallopt refused)"
+  return bool(KEPT)

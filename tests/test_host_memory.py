@@ -85,6 +85,7 @@ def test_accelerator_possible():
 
 def test_configure_checks_its_variable_and_reports_a_late_call(monkeypatch):
   monkeypatch.setattr(host_memory, "STATE", "not configured")
+  monkeypatch.setattr(host_memory, "KEPT", None)
   monkeypatch.setenv(host_memory.ENV, "always")
   with pytest.raises(ValueError, match="BIG_VISION_LIKE_HOST_MEMORY='always'"):
     host_memory.configure()
@@ -98,15 +99,13 @@ def test_configure_checks_its_variable_and_reports_a_late_call(monkeypatch):
 
 def test_advice_names_the_mode_that_suits_the_step(monkeypatch):
   mib = 2**20
-  monkeypatch.setattr(host_memory, "STATE",
-                      "kept (glibc M_ARENA_MAX=1, M_MMAP_MAX=0, no trim)")
+  monkeypatch.setattr(host_memory, "KEPT", "keep")
   assert "=keep_arenas" in host_memory.advice(57 * mib)
   assert host_memory.advice(2048 * mib) is None
   assert host_memory.advice(None) is None
-  monkeypatch.setattr(host_memory, "STATE", "kept (glibc M_MMAP_MAX=0, no trim)")
+  monkeypatch.setattr(host_memory, "KEPT", "keep_arenas")
   assert "=keep " in host_memory.advice(2048 * mib)
   assert host_memory.advice(57 * mib) is None
-  monkeypatch.setattr(host_memory, "STATE", "glibc defaults (an accelerator "
-                      "may be used)")
+  monkeypatch.setattr(host_memory, "KEPT", None)
   assert host_memory.advice(57 * mib) is None
   assert host_memory.advice(2048 * mib) is None

@@ -312,9 +312,7 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
       elif other == "one_device":
         servers.append(jax_step(spec, batch_size, res, dtype_mm, spec,
                                 model_kw=model_kw, devices=1,
-                                host_memory_mode=(
-                                    "keep" if host_memory.STATE.startswith(
-                                        "kept") else "default")))
+                                host_memory_mode=host_memory.KEPT or "default"))
       else:
         raise ValueError(f"--compare {other!r}: expected any of "
                          f"{COMPARISONS}.")

@@ -10,9 +10,9 @@ from stdin and answers each with the seconds of one more train step
 Interleaving these requests with the JAX steps measures both in the same
 minutes of the same machine. The step is the one a timm user writes:
 eager PyTorch (timm's fused `scaled_dot_product_attention`), AdamW with
-the benchmark's lr and weight decay, cuDNN's autotuning
-(`cudnn.benchmark`, as timm's train.py sets it), `torch.autocast` to bfloat16 when
-`--dtype_mm bfloat16`, on CUDA when available.
+the benchmark's lr and weight decay, cuDNN's autotuning (`cudnn.benchmark`,
+as timm's train.py sets it), `torch.autocast` to bfloat16 when `--dtype_mm
+bfloat16`, on CUDA when available.
 
 With `--matmul_size N` the `ready` line also says torch's own peak here:
 `ready matmul peak 412.3 GFLOP/s`, the FLOP/s of an N x N x N matmul in the

@@ -60,7 +60,8 @@ def parse_rows(text):
         or parts[0].startswith("ours@") and not parts[2].isdigit()):
       raise ValueError(f"--rows {row!r}: expected MODEL:HOST_MEMORY:DEVICES "
                        "with MODEL big_vision|ours|ours@REV, HOST_MEMORY "
-                       "default|keep|keep_arenas, DEVICES auto|N (N for ours@REV).")
+                       "default|keep|keep_arenas, DEVICES auto|N (N for "
+                       "ours@REV).")
     rows.append(tuple(parts))
   return rows
 
