@@ -67,8 +67,12 @@ def test_compare_timm_alternates_both_steps(monkeypatch):
   assert own_peak_row.startswith(
       "| timm vit_tiny_patch16_224, against torch's own matmul peak |")
   gflops = float(timm_row.split("|")[7])
+  # Both printed with 1 decimal: GFLOP/s off by up to 0.05 (a large part of
+  # it on a loaded machine, where this tiny step runs at ~0.1 GFLOP/s), the
+  # utilisation by up to 0.05 points.
   assert float(own_peak_row.split("|")[8].strip().rstrip("%")) == (
-      pytest.approx(100 * gflops / torch_peak, rel=0.02, abs=0.06))
+      pytest.approx(100 * gflops / torch_peak,
+                    abs=100 * 0.05 / torch_peak + 0.05 + 1e-9))
   examples = [float(r.split("|")[4]) for r in (ours, timm_row)]
   assert min(examples) > 0
   want = examples[0] / examples[1]
