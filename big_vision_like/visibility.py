@@ -15,6 +15,7 @@ Small pieces the trainer calls:
 """
 
 import contextlib
+import logging
 import math
 import re
 import time
@@ -191,28 +192,48 @@ def step_flops(stage):
       the matmuls handed to cuBLAS (jax-ml/jax#22249): pass the Lowered.
 
   A Lowered for a backend that runs through a PJRT plugin (jax's CUDA and
-  ROCm plugins: `Lowered.cost_analysis` raises NotImplementedError there)
-  is counted by XLA's HLO cost analysis on the CPU client, the same count;
-  custom calls (cuDNN's fused attention, say) count zero FLOPs there.
+  ROCm plugins: `Lowered.cost_analysis` returns None there, or raises
+  NotImplementedError) is counted by XLA's HLO cost analysis on the CPU
+  client, the same count; custom calls (cuDNN's fused attention, say)
+  count zero FLOPs there.
 
   Returns:
     The FLOPs, or None where the backend has no cost analysis.
   """
   try:
-    cost = stage.cost_analysis()
-  except NotImplementedError:
-    cost = (_cpu_cost_analysis(stage)
-            if isinstance(stage, jax.stages.Lowered) else None)
-  except RuntimeError:
+    flops = _flops(stage.cost_analysis())
+  except (NotImplementedError, RuntimeError):
+    flops = None
+  if flops is None and isinstance(stage, jax.stages.Lowered):
+    flops = _flops(_cpu_cost_analysis(stage))
+  if flops is None:
     return None
+  if isinstance(stage, jax.stages.Compiled):
+    flops *= _num_devices(stage)
+  return flops
+
+
+def _flops(cost):
+  """The "flops" of a cost analysis (a dict, or a list of one), or None."""
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
   if not cost or cost.get("flops", -1) < 0:
     return None
-  flops = float(cost["flops"])
-  if isinstance(stage, jax.stages.Compiled):
-    flops *= _num_devices(stage)
-  return flops
+  return float(cost["flops"])
+
+
+def _cpu_client():
+  """jax's CPU client, or (JAX_PLATFORMS without "cpu") a client of its own."""
+  try:
+    return jax.devices("cpu")[0].client
+  except RuntimeError:
+    if not _CPU_CLIENT:
+      from jax._src.lib import xla_client  # pylint: disable=import-outside-toplevel
+      _CPU_CLIENT.append(xla_client.make_cpu_client())
+    return _CPU_CLIENT[0]
+
+
+_CPU_CLIENT = []
 
 
 def _cpu_cost_analysis(lowered):
@@ -220,8 +241,10 @@ def _cpu_cost_analysis(lowered):
   try:
     from jax._src.lib import _jax  # pylint: disable=import-outside-toplevel
     module = lowered.compiler_ir("hlo").as_hlo_module()
-    return _jax.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
-  except Exception:  # pylint: disable=broad-except  # Internal API moved.
+    return _jax.hlo_module_cost_analysis(_cpu_client(), module)
+  except Exception as e:  # pylint: disable=broad-except  # Internal API moved.
+    logging.warning("No FLOP count for this step (XLA's cost analysis on "
+                    "the CPU client failed: %s: %s).", type(e).__name__, e)
     return None
 
 

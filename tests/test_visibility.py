@@ -88,7 +88,7 @@ def test_step_flops_of_a_sharded_matmul():
 
 
 def test_step_flops_of_a_lowering_without_cost_analysis(monkeypatch):
-  # jax's CUDA plugin (PJRT C API) refuses Lowered.cost_analysis: the count
+  # jax's CUDA plugin (PJRT C API) has no Lowered.cost_analysis: the count
   # comes from XLA's cost analysis of the same HLO on the CPU client.
   m, n, k = 64, 32, 16
   a = jax.device_put(jnp.ones((m, k)),
@@ -101,8 +101,23 @@ def test_step_flops_of_a_lowering_without_cost_analysis(monkeypatch):
     raise NotImplementedError("Lowered.cost_analysis not implemented")
   monkeypatch.setattr(jax.stages.Lowered, "cost_analysis", refuse)
   assert visibility.step_flops(lowered) == expected
+  # The public method turns that refusal into None (jax 0.10, 0.11).
+  monkeypatch.setattr(jax.stages.Lowered, "cost_analysis", lambda self: None)
+  assert visibility.step_flops(lowered) == expected
   # A Compiled's own count is untouched.
   assert visibility.step_flops(lowered.compile()) >= 2 * m * n * k
+
+  # With JAX_PLATFORMS naming only the accelerator jax has no CPU backend:
+  # the count comes from a CPU client made for it.
+  real_devices = jax.devices
+
+  def no_cpu(backend=None):
+    if backend == "cpu":
+      raise RuntimeError("Unknown backend cpu")
+    return real_devices(backend)
+  monkeypatch.setattr(jax, "devices", no_cpu)
+  assert visibility.step_flops(lowered) == expected
+  assert visibility._CPU_CLIENT
 
 
 def test_peak_flops_table_and_override():

@@ -20,7 +20,9 @@ checkpoints load unchanged. What differs is how the step is computed:
   float32, and attention-weight dropout (`dropout_rate`).
 - "xla": `jax.nn.dot_product_attention(implementation="xla")`.
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's
-  fused flash attention (NVIDIA GPUs, bfloat16/float16, head dim <= 128).
+  fused flash attention (NVIDIA GPUs, bfloat16/float16, head dim <= 128);
+  odd sequence lengths (ViT's 197 tokens), which jax's cuDNN backward
+  refuses, run padded by one position, masked out.
 - "auto" (default): "einsum" on CPU; on GPU "cudnn" when the matmul dtype
   is 16-bit and no attention dropout is active (falling back to "xla" when
   cuDNN rejects the shapes), else "xla"; "xla" on TPU.
@@ -105,20 +107,72 @@ def _einsum_attention(q, k, v, bias, mask, dropout, deterministic):
   return common.einsum("bhts,bhsd->bhtd", dropped, v), weights  # [B, H, T, d]
 
 
+def _as_4d(x):
+  return None if x is None else x.reshape((1,) * (4 - x.ndim) + x.shape)
+
+
+def _pad_to_even_lengths(q, k, v, bias, mask):
+  """Pads odd T and S by one position for cuDNN's training kernels.
+
+  jax (0.10, 0.11) checks the sequence lengths of its cuDNN attention's
+  backward as if a bias were always present, and refuses odd ones (ViT's
+  197 tokens). The padded query rows are cut off by the caller; the padded
+  key is masked out: by the key lengths where there is no mask or bias (no
+  bias tensor then), else by a False column in the mask.
+
+  Returns (q, k, v, bias, mask, key_value_seq_lengths or None).
+  """
+  (b, t), s = q.shape[:2], k.shape[1]
+  pad_t, pad_s = t % 2, s % 2
+  pad_len = lambda x, n: jnp.pad(x, [(0, 0), (0, n)] + [(0, 0)] * (x.ndim - 2))
+  q, k, v = pad_len(q, pad_t), pad_len(k, pad_s), pad_len(v, pad_s)
+  if bias is None and mask is None:
+    lengths = jnp.full((b,), s, jnp.int32) if pad_s else None
+    return q, k, v, None, None, lengths
+  bias, mask = _as_4d(bias), _as_4d(mask)
+  if mask is None and pad_s:
+    mask = jnp.ones((1, 1, 1, s), bool)
+
+  def pad_rows_cols(x, value):  # [.., T or 1, S or 1] -> [.., T', S'].
+    x = jnp.broadcast_to(x, x.shape[:2] + (
+        t if pad_t and x.shape[2] > 1 else x.shape[2], s))
+    return jnp.pad(x, [(0, 0), (0, 0), (0, pad_t if x.shape[2] > 1 else 0),
+                       (0, pad_s)], constant_values=value)
+  bias = None if bias is None else pad_rows_cols(bias, 0)
+  mask = None if mask is None else pad_rows_cols(mask, False)
+  if mask is not None and pad_t and mask.shape[2] > 1:
+    mask = mask.at[:, :, t:, :s].set(True)  # Padded queries attend anywhere.
+  return q, k, v, bias, mask, None
+
+
 def _fused_attention(q, k, v, bias, mask, implementation, xla_fallback):
   """q [B, T, H, d], k, v [B, S, H, d] (q pre-scaled) -> [B, T, H, d].
 
   With `xla_fallback`, inputs the implementation rejects (checked at trace
   time: shapes, dtypes, GPU) run on "xla" instead.
   """
-  run = lambda impl: jax.nn.dot_product_attention(
-      q, k, v, bias=bias, mask=mask, scale=1.0, implementation=impl)
+  def run(impl):
+    if impl != "cudnn" or (q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0):
+      return jax.nn.dot_product_attention(
+          q, k, v, bias=bias, mask=mask, scale=1.0, implementation=impl)
+    return _padded_attention(q, k, v, bias, mask, impl)
   if not xla_fallback:
     return run(implementation)
   try:
     return run(implementation)
   except (ValueError, NotImplementedError, RuntimeError):
     return run("xla")
+
+
+def _padded_attention(q, k, v, bias, mask, implementation):
+  """`jax.nn.dot_product_attention` on even-length inputs (see above)."""
+  t = q.shape[1]
+  *padded, lengths = _pad_to_even_lengths(q, k, v, bias, mask)
+  q, k, v, bias, mask = padded
+  y = jax.nn.dot_product_attention(
+      q, k, v, bias=bias, mask=mask, scale=1.0, key_value_seq_lengths=lengths,
+      implementation=implementation)
+  return y[:, :t]
 
 
 class MultiHeadAttention(nn.Module):

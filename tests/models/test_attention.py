@@ -206,8 +206,47 @@ def test_cudnn_values_and_gradients_match_einsum_at_vit_b_shapes(masked):
 
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN attention needs an NVIDIA GPU")
 def test_auto_runs_cudnn_fused_attention_at_vit_b_shapes():
+  # Forward and backward: jax refuses cuDNN's backward at 197 tokens unless
+  # padded to an even length, and "auto" would silently fall back to "xla".
   x = jnp.zeros((2, 197, 128), jnp.bfloat16)
   module = attention.MultiHeadAttention(num_heads=2, dtype_mm="bfloat16")
   params = module.init(jax.random.key(0), x)["params"]
-  hlo = jax.jit(module.apply).lower({"params": params}, x).compile().as_text()
-  assert "cudnn" in hlo.lower(), "no cuDNN attention call in the program"
+  loss = lambda p: jnp.sum(module.apply({"params": p}, x).astype(jnp.float32))
+  for f in (lambda p: module.apply({"params": p}, x), jax.grad(loss)):
+    hlo = jax.jit(f).lower(params).compile().as_text().lower()
+    assert "cudnn" in hlo, "no cuDNN attention call in the program"
+
+
+@pytest.mark.parametrize("t,s", [(5, 7), (6, 7), (5, 6)])
+@pytest.mark.parametrize("masking", ["none", "key_mask", "mask_and_bias"])
+def test_odd_lengths_padded_for_cudnn_keep_values_and_gradients(t, s, masking):
+  # The padding cuDNN's backward needs (run here through "xla", which takes
+  # the same arguments): softmax(q k^T + bias) v as in NumPy, and the same
+  # gradients as the unpadded call.
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, n, 3, 8)), jnp.float32)
+             for n in (t, s, s))
+  mask = bias = None
+  if masking == "key_mask":
+    mask = (np.arange(s)[None] < np.array([[s - 2], [s]]))[:, None, None, :]
+  if masking == "mask_and_bias":
+    mask = rng.random((2, 1, t, s)) < 0.7
+    mask[..., 0] = True  # Every query sees at least one key.
+    bias = jnp.asarray(rng.normal(size=(1, 3, t, s)), jnp.float32)
+  padded = lambda q, k, v, b: attention._padded_attention(
+      q, k, v, b, mask, "xla")
+  plain = lambda q, k, v, b: jax.nn.dot_product_attention(
+      q, k, v, bias=b, mask=mask, scale=1.0, implementation="xla")
+
+  logits = np.einsum("bthd,bshd->bhts", q, k) + (0 if bias is None else bias)
+  if mask is not None:
+    logits = np.where(mask, logits, -np.inf)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  want = np.einsum("bhts,bshd->bthd", w / w.sum(-1, keepdims=True), v)
+  np.testing.assert_allclose(padded(q, k, v, bias), want, rtol=1e-5,
+                             atol=1e-6)
+  grad = lambda f: jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))),
+                            argnums=(0, 1, 2) + ((3,) if bias is not None
+                                                 else ()))
+  for a, b in zip(grad(padded)(q, k, v, bias), grad(plain)(q, k, v, bias)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
