@@ -25,7 +25,8 @@ checkpoints load unchanged. What differs is how the step is computed:
   refuses, run padded by one position, masked out.
 - "auto" (default): "einsum" on CPU; on GPU "cudnn" when the matmul dtype
   is 16-bit and no attention dropout is active (falling back to "xla" when
-  cuDNN rejects the shapes), else "xla"; "xla" on TPU.
+  cuDNN rejects the shapes, and "xla" for a single query, as MAP pooling's
+  probe), else "xla"; "xla" on TPU.
 
 The fused kernels ("xla", "cudnn") have no attention-weight dropout: asking
 for it in training is an error naming the implementation.
@@ -226,6 +227,9 @@ class MultiHeadAttention(nn.Module):
     dtype = jnp.dtype(self.dtype_mm)
     dropout_active = self.dropout_rate > 0.0 and not deterministic
     impl = resolve_implementation(self.implementation, dtype, dropout_active)
+    if self.implementation == "auto" and impl == "cudnn" and (
+        inputs_q.shape[-2] == 1):
+      impl = "xla"  # One query (MAP pooling): no T x S logits to save.
     if self.return_weights:
       impl = "einsum"  # The fused kernels never materialise the weights.
     if dropout_active and impl != "einsum":

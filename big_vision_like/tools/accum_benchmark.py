@@ -13,8 +13,10 @@ batch), temporaries (activations, gradients and the step's scratch) and the
 temporaries' ratio to K=1's. Activations scale with the micro-batch, B/K per
 step; gradients and the optimizer's scratch do not, so the temporaries tend
 to a floor as K grows; a least-squares fit of `floor + activations / K`
-over the rows shows how close the rest comes to 1/K. `--steps N` also runs N steps on real arrays and
-prints examples/s (on an accelerator: how large a batch fits with K).
+over the rows shows how close the rest comes to 1/K. Each row also gives
+the FLOPs of a step (XLA's count of the K=1 step, `visibility.step_flops`). `--steps N` also
+runs N steps on real arrays and prints examples/s and GFLOP/s (on an
+accelerator: how large a batch fits with K, and how fast).
 """
 
 import time
@@ -58,8 +60,8 @@ def _init_params(model):
                     jnp.zeros((1, _LEN.value), jnp.int32))["params"]
 
 
-def compile_step(k, mesh):
-  """The compiled train step with `grad_accum_steps=k`; its state shape."""
+def lower_step(k, mesh):
+  """The lowered train step with `grad_accum_steps=k` and its state shape."""
   model, b = _model(), _BATCH.value
   batch = {"image": jax.ShapeDtypeStruct((b, _RES.value, _RES.value, 3),
                                          jnp.float32),
@@ -82,9 +84,15 @@ def compile_step(k, mesh):
                    out_shardings=(state_sh, sharding.replicated(mesh)),
                    donate_argnums=0)
   batch_shs = jax.tree.map(lambda _: batch_sh, batch)
-  compiled = jitted.lower(sharding.with_shardings(state, state_sh),
-                          sharding.with_shardings(batch, batch_shs)).compile()
-  return compiled, (state_sh, batch, batch_sh, tx)
+  lowered = jitted.lower(sharding.with_shardings(state, state_sh),
+                         sharding.with_shardings(batch, batch_shs))
+  return lowered, (state_sh, batch, batch_sh, tx)
+
+
+def step_flops(mesh):
+  """FLOPs of a step over the global batch: XLA's count of K=1's step (a
+  K > 1 step loops over its micro-batches; XLA counts a loop body once)."""
+  return visibility.step_flops(lower_step(1, mesh)[0])
 
 
 def _time(compiled, shapes, steps):
@@ -112,23 +120,29 @@ def main(argv):
         f"tokens; sigmoid_loss {_LOSS.value}; global batch {_BATCH.value} "
         f"({_BATCH.value // n} per device); dtype_mm {_DTYPE.value}")
   print("| grad_accum_steps | micro-batch / device | arguments MiB | "
-        "temporaries MiB | temporaries / K=1 | compile s |"
-        + (" examples/s |" if _STEPS.value else ""))
-  print("|---|---|---|---|---|---|" + ("---|" if _STEPS.value else ""))
+        "temporaries MiB | temporaries / K=1 | compile s | GFLOP/step |"
+        + (" examples/s | GFLOP/s |" if _STEPS.value else ""))
+  print("|---|---|---|---|---|---|---|" + ("---|---|" if _STEPS.value else ""))
   base, rows = None, []
+  flops = step_flops(mesh)
   for k in (int(x) for x in _ACCUM.value):
     t0 = time.perf_counter()
-    compiled, shapes = compile_step(k, mesh)
+    lowered, shapes = lower_step(k, mesh)
+    compiled = lowered.compile()
     sec = time.perf_counter() - t0
     mem = visibility.step_memory(compiled)
     temp = mem["memory/step_temp_bytes"] / 2**20
     args = mem["memory/step_argument_bytes"] / 2**20
     base = base or temp
     rows.append((k, temp))
+    gflop = "n/a" if flops is None else f"{flops / 1e9:.1f}"
     row = (f"| {k} | {_BATCH.value // n // k} | {args:.0f} | {temp:.0f} | "
-           f"{temp / base:.3f} | {sec:.0f} |")
+           f"{temp / base:.3f} | {sec:.0f} | {gflop} |")
     if _STEPS.value:
-      row += f" {_time(compiled, shapes, _STEPS.value):.1f} |"
+      rate = _time(compiled, shapes, _STEPS.value)
+      per_sec = ("n/a" if flops is None else
+                 f"{flops * rate / _BATCH.value / 1e9:.1f}")
+      row += f" {rate:.1f} | {per_sec} |"
     print(row, flush=True)
   if len(rows) > 2:
     print(_fit(rows))

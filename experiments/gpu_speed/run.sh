@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU speed check of issue 13, in two parts (PART=1, PART=2), each one
-# command that fits a 10-minute call (timeouts: 390 s and 490 s; most
+# command that fits a 10-minute call (timeouts: 420 s and 560 s; most
 # important first, each under its own timeout, so a slow or broken one
 # costs only itself):
 # the attention tests on the GPU (cuDNN next to einsum, values and gradients);
@@ -47,13 +47,13 @@ print('flax', flax.__version__, 'optax', optax.__version__)"
 cat "$OUT/versions.txt"
 
 # PART=1 (about 6 minutes on the H200): the attention tests, ViT-B/16 and
-# ViT-S/16 next to timm, ViT-B/16 with the "xla" kernel. PART=2 (about 8):
+# ViT-S/16 next to timm, ViT-B/16 with the "xla" kernel. PART=2 (about 7-8):
 # NFNet-F0 next to timm, ViT-B/16 at batch $BIG, the SigLIP step, the
 # pipeline. One part per device call; PART=all runs both.
 PART=${PART:-all}
 if [[ $PART == 1 || $PART == all ]]; then
   # The attention implementations on this GPU (cuDNN's run here, not on CPU).
-  timeout 90 $PY -m pytest --noconftest -q -p no:cacheprovider \
+  timeout 120 $PY -m pytest --noconftest -q -p no:cacheprovider \
     tests/models/test_attention.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
   # Each model next to timm, bf16, steps alternating with timm's.
   timeout 130 $BENCH --models vit:B/16 --batch_size "$BATCHES" \
@@ -67,7 +67,7 @@ if [[ $PART == 1 || $PART == all ]]; then
     | sed "s/^| vit:B\/16/| vit:B\/16 attention xla/" | tee -a "$OUT/steps.md"
 fi
 [[ $PART == 1 ]] && exit 0
-timeout 160 $BENCH --models nfnet:F0 --batch_size "$BATCHES" --compare timm \
+timeout 230 $BENCH --models nfnet:F0 --batch_size "$BATCHES" --compare timm \
   2>&1 | grep -v -i warning | tee -a "$OUT/steps.md"
 timeout 60 $BENCH --models vit:B/16 --batch_size "$BIG" 2>&1 \
   | grep "^| vit:B" | tee -a "$OUT/steps.md"

@@ -217,6 +217,22 @@ def test_auto_runs_cudnn_fused_attention_at_vit_b_shapes():
     assert "cudnn" in hlo, "no cuDNN attention call in the program"
 
 
+def test_auto_on_gpu_gives_a_single_query_to_xla(monkeypatch):
+  # MAP pooling's one probe query: cuDNN would save no logits there.
+  used = []
+  real = attention._fused_attention
+  monkeypatch.setattr(attention, "_fused_attention",
+                      lambda *a: used.append(a[5]) or real(*a))
+  monkeypatch.setattr(attention.jax, "default_backend", lambda: "gpu")
+  module = _ours(dtype_mm="bfloat16")
+  xq, xkv = _inputs()
+  params = module.init(jax.random.key(0), xq[:, :1], xkv)["params"]
+  module.apply({"params": params}, xq[:, :1], xkv)
+  assert used[-1] == "xla"
+  assert attention.resolve_implementation("auto", jnp.bfloat16,
+                                          False) == "cudnn"
+
+
 @pytest.mark.parametrize("t,s", [(5, 7), (6, 7), (5, 6)])
 @pytest.mark.parametrize("masking", ["none", "key_mask", "mask_and_bias"])
 def test_odd_lengths_padded_for_cudnn_keep_values_and_gradients(t, s, masking):
