@@ -22,11 +22,13 @@ checkpoints load unchanged. What differs is how the step is computed:
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's
   fused flash attention (NVIDIA GPUs, bfloat16/float16, head dim <= 128);
   odd sequence lengths (ViT's 197 tokens), which jax's cuDNN backward
-  refuses, run padded by one position, masked out.
+  refuses, run padded by one position, masked out; a mask or bias without
+  a query axis ([B, 1, 1, S]) is broadcast over the queries, as jax's cuDNN
+  call requires.
 - "auto" (default): "einsum" on CPU; on GPU "cudnn" when the matmul dtype
   is 16-bit and no attention dropout is active (falling back to "xla" when
-  cuDNN rejects the shapes, and "xla" for a single query, as MAP pooling's
-  probe), else "xla"; "xla" on TPU.
+  cuDNN rejects the shapes, as a [B, 1, 1, S] padding mask, and "xla" for a
+  single query, as MAP pooling's probe), else "xla"; "xla" on TPU.
 
 The fused kernels ("xla", "cudnn") have no attention-weight dropout: asking
 for it in training is an error naming the implementation.
@@ -152,12 +154,16 @@ def _fused_attention(q, k, v, bias, mask, implementation, xla_fallback):
   With `xla_fallback`, inputs the implementation rejects (checked at trace
   time: shapes, dtypes, GPU) run on "xla" instead.
   """
-  def run(impl):
+  def run(impl, bias=bias, mask=mask):
     if impl != "cudnn" or (q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0):
       return jax.nn.dot_product_attention(
           q, k, v, bias=bias, mask=mask, scale=1.0, implementation=impl)
     return _padded_attention(q, k, v, bias, mask, impl)
   if not xla_fallback:
+    if implementation == "cudnn":  # jax wants the masks' T axis whole.
+      full = lambda x: None if x is None else jnp.broadcast_to(
+          _as_4d(x), _as_4d(x).shape[:2] + (q.shape[1], k.shape[1]))
+      return run(implementation, full(bias), full(mask))
     return run(implementation)
   try:
     return run(implementation)

@@ -175,15 +175,17 @@ def _relative_error(a, b):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN attention needs an NVIDIA GPU")
-@pytest.mark.parametrize("masked", [False, True])
-def test_cudnn_values_and_gradients_match_einsum_at_vit_b_shapes(masked):
-  # ViT-B/16's attention at 224px: 197 tokens, head dim 64 (two heads here);
-  # with a padding mask as the text tower passes, through "auto" (cuDNN, or
-  # "xla" where cuDNN rejects the mask): agreement to bfloat16 precision.
+@pytest.mark.parametrize("masked,impl", [(False, "cudnn"), (True, "auto"),
+                                          (True, "cudnn")])
+def test_cudnn_values_and_gradients_match_einsum_at_vit_b_shapes(masked,
+                                                                  impl):
+  # ViT-B/16's attention at 224px with a class token: 197 tokens, head dim
+  # 64 (two heads here); with a padding mask as the text tower passes,
+  # through "auto" (which gives such a mask to "xla") and "cudnn" (the mask
+  # broadcast over the queries): agreement to bfloat16 precision.
   x = jax.random.normal(jax.random.key(1), (2, 197, 128), jnp.bfloat16)
   mask = (jnp.arange(197) < jnp.array([[150], [197]]))[:, None, None, :]
   mask = mask if masked else None
-  impl = "auto" if masked else "cudnn"
   make = lambda i: attention.MultiHeadAttention(
       num_heads=2, dtype_mm="bfloat16", implementation=i)
   params = make("einsum").init(jax.random.key(0), x)["params"]
@@ -231,6 +233,31 @@ def test_auto_on_gpu_gives_a_single_query_to_xla(monkeypatch):
   assert used[-1] == "xla"
   assert attention.resolve_implementation("auto", jnp.bfloat16,
                                           False) == "cudnn"
+
+
+@pytest.mark.parametrize("t", [6, 5])
+def test_explicit_cudnn_gets_whole_masks_and_even_lengths(monkeypatch, t):
+  # The arguments ours gives jax's cuDNN call, run here by "xla": masks
+  # broadcast over the queries, lengths even; the result is the einsum's.
+  seen = []
+  real = jax.nn.dot_product_attention
+
+  def fake(q, k, v, *, implementation, mask=None, **kw):
+    assert implementation == "cudnn"
+    seen.append((q.shape[1], k.shape[1], mask.shape))
+    return real(q, k, v, mask=mask, implementation="xla", **kw)
+  monkeypatch.setattr(attention.jax.nn, "dot_product_attention", fake)
+  xq, xkv = _inputs()
+  xq = jnp.concatenate([xq, xq], axis=1)[:, :t]
+  mask = (np.arange(S)[None] < np.array([[3], [S]]))[:, None, None, :]
+  params = _ours().init(jax.random.key(0), xq, xkv)["params"]
+  want = _ours(implementation="einsum").apply({"params": params}, xq, xkv,
+                                              mask=mask)
+  got = _ours(implementation="cudnn").apply({"params": params}, xq, xkv,
+                                            mask=mask)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  t_even, s_even = t + t % 2, S + S % 2
+  assert seen == [(t_even, s_even, (B, 1, t_even, s_even))]
 
 
 @pytest.mark.parametrize("t,s", [(5, 7), (6, 7), (5, 6)])
