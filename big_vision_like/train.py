@@ -549,8 +549,13 @@ def _run_evals(evals, state, step, total, writer, force=False):
   return results
 
 
+# `--config.KEY=VALUE` may also set a key the file leaves to the trainer's
+# DEFAULTS (e.g. --config.param_dtype=bfloat16, --config.grad_accum_steps=4):
+# ml-collections takes it as a Python literal (or a string), and
+# `config.check_and_fill` then rejects unknown keys with a close match.
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally `FILE.py:arg`.", lock_config=True)
+    "config", None, "Config file, optionally `FILE.py:arg`.",
+    lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and logs go here.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize (multi-host).")

@@ -499,7 +499,7 @@ CASES = [
     # Command-line flags (subprocesses).
     ("cli_unknown_override",
      _cli(_TRAIN, _DIGITS, "--workdir={tmp}/w", "--config.lrr=0.1"),
-     ExitError, r'lrr.*Did you mean "lr" instead of "lrr"'),
+     ExitError, r"Unknown config key config\.lrr\. Did you mean config\.lr\?"),
     ("cli_missing_workdir", _cli(_TRAIN, _DIGITS), ExitError,
      r"--workdir must have a value"),
     ("cli_config_file_missing",

@@ -197,6 +197,22 @@ def test_the_trainer_splits_a_cpu_host_into_the_devices_asked_for(tmp_path):
           if "train/loss" in r] == [1, 2]
 
 
+def test_command_line_sets_keys_the_config_file_leaves_to_defaults(tmp_path):
+  # vit_digits.py (without :bf16) has no param_dtype and no ema: the
+  # trainer's defaults; the command line sets both, a literal dict included.
+  out = subprocess.run(
+      _cmd(tmp_path, "--config.total_steps=2", "--config.param_dtype=bfloat16",
+           "--config.ema={'decay': 0.5}"),
+      env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  params = checkpoint.load_params(str(tmp_path))
+  assert {np.asarray(p).dtype.name for p in jax.tree.leaves(params)} == {
+      "bfloat16"}
+  ema = checkpoint.load_params(str(tmp_path), item="ema")
+  assert jax.tree.structure(ema) == jax.tree.structure(params)
+
+
 WORKER = """
 import sys, json, numpy as np, jax
 jax.distributed.initialize("127.0.0.1:{port}", num_processes=2,
