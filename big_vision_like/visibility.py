@@ -222,6 +222,9 @@ def _flops(cost):
   return float(cost["flops"])
 
 
+_CPU_CLIENT = []  # A CPU client made for the cost analysis, once.
+
+
 def _cpu_client():
   """jax's CPU client, or (JAX_PLATFORMS without "cpu") a client of its own."""
   try:
@@ -231,9 +234,6 @@ def _cpu_client():
       from jax._src.lib import xla_client  # pylint: disable=import-outside-toplevel
       _CPU_CLIENT.append(xla_client.make_cpu_client())
     return _CPU_CLIENT[0]
-
-
-_CPU_CLIENT = []
 
 
 def _cpu_cost_analysis(lowered):

@@ -154,16 +154,18 @@ def _fused_attention(q, k, v, bias, mask, implementation, xla_fallback):
   With `xla_fallback`, inputs the implementation rejects (checked at trace
   time: shapes, dtypes, GPU) run on "xla" instead.
   """
-  def run(impl, bias=bias, mask=mask):
-    if impl != "cudnn" or (q.shape[1] % 2 == 0 and k.shape[1] % 2 == 0):
-      return jax.nn.dot_product_attention(
-          q, k, v, bias=bias, mask=mask, scale=1.0, implementation=impl)
-    return _padded_attention(q, k, v, bias, mask, impl)
+  if implementation == "cudnn" and not xla_fallback:
+    # jax's cuDNN call wants the query axis of a mask or bias whole.
+    whole = lambda x: None if x is None else jnp.broadcast_to(
+        _as_4d(x), _as_4d(x).shape[:2] + (q.shape[1], k.shape[1]))
+    bias, mask = whole(bias), whole(mask)
+
+  def run(impl):
+    if impl == "cudnn" and (q.shape[1] % 2 or k.shape[1] % 2):
+      return _padded_attention(q, k, v, bias, mask, impl)
+    return jax.nn.dot_product_attention(
+        q, k, v, bias=bias, mask=mask, scale=1.0, implementation=impl)
   if not xla_fallback:
-    if implementation == "cudnn":  # jax wants the masks' T axis whole.
-      full = lambda x: None if x is None else jnp.broadcast_to(
-          _as_4d(x), _as_4d(x).shape[:2] + (q.shape[1], k.shape[1]))
-      return run(implementation, full(bias), full(mask))
     return run(implementation)
   try:
     return run(implementation)

@@ -14,9 +14,9 @@ temporaries' ratio to K=1's. Activations scale with the micro-batch, B/K per
 step; gradients and the optimizer's scratch do not, so the temporaries tend
 to a floor as K grows; a least-squares fit of `floor + activations / K`
 over the rows shows how close the rest comes to 1/K. Each row also gives
-the FLOPs of a step (XLA's count of the K=1 step, `visibility.step_flops`). `--steps N` also
-runs N steps on real arrays and prints examples/s and GFLOP/s (on an
-accelerator: how large a batch fits with K, and how fast).
+the FLOPs of a step (XLA's count of the K=1 step, `visibility.step_flops`).
+`--steps N` also runs N steps on real arrays and prints examples/s and
+GFLOP/s (on an accelerator: how large a batch fits with K, and how fast).
 """
 
 import time
