@@ -39,6 +39,9 @@ devices as the trainer's `config.cpu_devices` does (`cpu_devices.py`; auto
 counts divide every `--batch_size`). The header says how many devices run
 and how this process holds host memory (`host_memory.STATE`).
 `--attention_impl` picks the ViT attention kernel (`models/attention.py`).
+`--batch_size max` measures the largest batch whose step fits 90% of the
+device's memory (XLA's memory analysis of compiled steps, `largest_batch`;
+`--memory_limit_gib` where the device reports no limit).
 """
 
 import os
@@ -67,8 +70,12 @@ matmul_peak = visibility.matmul_peak  # Shared with the trainer's MFU.
 _MODELS = flags.DEFINE_list("models", ["vit:S/16"],
                             "Registered model names with their variant.")
 _RES = flags.DEFINE_integer("res", 224, "Image resolution.")
-_BATCH = flags.DEFINE_list("batch_size", ["8", "16", "32"],
-                           "Global batch sizes to measure.")
+_BATCH = flags.DEFINE_list(
+    "batch_size", ["8", "16", "32"], "Global batch sizes to measure; `max`: "
+    "the largest that fits the device memory (`largest_batch`).")
+_MEMORY = flags.DEFINE_float(
+    "memory_limit_gib", None, "Device memory for --batch_size max (default: "
+    "what the device reports; a CPU reports none).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after 1 warm-up).")
 _DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Peak-matmul size.")
@@ -175,6 +182,62 @@ def build_step(model_name, variant, res, batch_size, dtype_mm, mesh=None,
     return time.perf_counter() - t0
 
   return run, flops
+
+
+def step_bytes(model_name, variant, res, batch_size, dtype_mm, mesh=None,
+               **model_kw):
+  """Bytes per device the compiled train step holds (XLA's memory analysis):
+  arguments + temporaries + the outputs that do not reuse donated arguments.
+  """
+  lowered, _, _ = lower_step(model_name, variant, res, batch_size, dtype_mm,
+                             mesh, **model_kw)
+  m = visibility.step_memory(lowered.compile())
+  if not m:
+    raise ValueError("This backend has no memory analysis of a compiled step.")
+  return (m["memory/step_argument_bytes"] + m["memory/step_temp_bytes"]
+          + m["memory/step_output_bytes"] - m["memory/step_alias_bytes"])
+
+
+def largest_batch(model_name, variant, res, dtype_mm, limit, mesh=None, *,
+                  fraction=0.9, **model_kw):
+  """The largest global batch whose train step fits a device's memory.
+
+  Batches are multiples of 8 per device; a step fits when `step_bytes` is at
+  most `fraction` of `limit` (bytes per device; the rest is left to what
+  XLA's analysis does not see: cuDNN's workspaces, fragmentation). The
+  step's memory is about affine in the batch: compiles at 8 and 16 per
+  device give a line, and each batch the line predicts is compiled, the
+  line re-drawn through it, until the largest fitting batch is next to the
+  smallest one known not to fit (usually 3-4 compiles).
+
+  Returns:
+    (batch size, its step_bytes).
+  """
+  mesh = mesh or sharding.make_mesh()
+  unit, budget = 8 * mesh.size, fraction * limit
+  need = lambda b: step_bytes(model_name, variant, res, b, dtype_mm, mesh,
+                              **model_kw)
+  first = need(unit)
+  if first > budget:
+    raise ValueError(
+        f"{model_name}:{variant} at batch {unit} ({unit // mesh.size} per "
+        f"device) needs {first / 2**30:.2f} GiB per device, over "
+        f"{fraction:.0%} of the {limit / 2**30:.2f} GiB limit.")
+  fits, too_big = (unit, first), None  # Largest fitting, smallest not.
+  b = 2 * unit
+  while True:
+    m = need(b)
+    if m <= budget:
+      fits = (b, m)
+    else:
+      too_big = b
+    per_example = max(m - first, 1.0) / (b - unit)
+    b = unit + int((budget - first) / per_example) // unit * unit
+    b = max(b, fits[0] + unit)
+    if too_big is not None:
+      b = min(b, too_big - unit)
+    if b <= fits[0]:
+      return fits
 
 
 def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
@@ -341,9 +404,14 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--compare {','.join(unknown)}: expected any of "
                          f"{COMPARISONS}.")
+  bad = [b for b in _BATCH.value if b != "max" and not b.isdigit()]
+  if bad:
+    raise app.UsageError(f"--batch_size {','.join(bad)}: expected positive "
+                         "integers or `max`.")
   try:
     cpu_devices.configure(cpu_devices.parse(_CPU_DEVICES.value),
-                          batch_sizes=[int(b) for b in _BATCH.value])
+                          batch_sizes=[int(b) for b in _BATCH.value
+                                       if b != "max"])
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   mesh = sharding.make_mesh()
@@ -366,7 +434,9 @@ def main(argv):
   for spec in _MODELS.value:
     name, _, variant = spec.partition(":")
     kw = model_kw if name == "vit" else {}
-    for batch_size in (int(b) for b in _BATCH.value):
+    for batch_size in _BATCH.value:
+      batch_size = (_largest_batch(name, variant or None, kw)
+                    if batch_size == "max" else int(batch_size))
       if _COMPARE.value:
         rows = compare(spec, batch_size, _STEPS.value, _RES.value,
                        _DTYPE.value, devices, peak, kw, _COMPARE.value,
@@ -377,6 +447,21 @@ def main(argv):
                                     **kw)
         rows = [_row(spec, batch_size, sec, flops, devices, peak)]
       print("\n".join(rows), flush=True)
+
+
+def _largest_batch(name, variant, model_kw):
+  """`largest_batch` for the flags, with a line saying what it found."""
+  limit = (_MEMORY.value * 2**30 if _MEMORY.value else
+           (jax.devices()[0].memory_stats() or {}).get("bytes_limit"))
+  if not limit:
+    raise app.UsageError("--batch_size max: this device reports no memory "
+                         "limit (a CPU); pass --memory_limit_gib.")
+  batch, need = largest_batch(name, variant, _RES.value, _DTYPE.value, limit,
+                              **model_kw)
+  print(f"| (largest batch that fits 90% of {limit / 2**30:.1f} GiB per "
+        f"device: {batch}, step {need / 2**30:.2f} GiB per device) "
+        "| | | | | | | |", flush=True)
+  return batch
 
 
 if __name__ == "__main__":

@@ -26,6 +26,21 @@ def test_step_benchmark_reports_time_and_flops():
   assert 2.5 * forward < flops < 4.5 * forward
 
 
+def test_largest_batch_fits_and_the_next_does_not():
+  one_device = sharding.make_mesh(devices=jax.devices()[:1])
+  need = lambda b: benchmark.step_bytes("vit", "mu/16", 32, b, "float32",
+                                        one_device)
+  limit = need(40) / 0.9 + 1.0
+  batch, used = benchmark.largest_batch("vit", "mu/16", 32, "float32", limit,
+                                        one_device)
+  assert batch % 8 == 0 and used == need(batch) <= 0.9 * limit
+  assert need(batch + 8) > 0.9 * limit
+  with pytest.raises(ValueError, match=r"vit:mu/16 at batch 8 \(8 per "
+                     r"device\) needs .* GiB per device, over 90% of"):
+    benchmark.largest_batch("vit", "mu/16", 32, "float32", need(8) / 2,
+                            one_device)
+
+
 def test_matmul_peak_is_positive():
   assert benchmark.matmul_peak(128, sharding.make_mesh()) > 0
   assert jax.device_count() == 8
