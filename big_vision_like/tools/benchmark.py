@@ -128,27 +128,35 @@ def big_vision_vit(variant, dtype_mm, big_vision_dir=None):
 
 
 def lower_step(model_name, variant, res, batch_size, dtype_mm, mesh=None,
-               model=None, **model_kw):
+               model=None, *, shapes_only=False, **model_kw):
   """Returns (the trainer's train step Lowered for these shapes, state,
-  batch); see `build_step`."""
+  batch); see `build_step`. With `shapes_only`, state and batch are
+  `jax.ShapeDtypeStruct`s: nothing is computed or put on the devices
+  (enough to compile, e.g. for the step's memory)."""
   mesh = mesh or sharding.make_mesh()
   if model is None:
     model = MODELS.get(model_name)(num_classes=1000, variant=variant,
                                    dtype_mm=dtype_mm, **model_kw)
-  images = jnp.zeros((batch_size, res, res, 3), jnp.float32)
-  labels = jax.nn.one_hot(jnp.arange(batch_size) % 1000, 1000)
-  params = jax.jit(model.init, static_argnames="train")(
-      jax.random.key(0), images[:1], train=False)["params"]
+
+  def batch_and_params():
+    images = jnp.zeros((batch_size, res, res, 3), jnp.float32)
+    labels = jax.nn.one_hot(jnp.arange(batch_size) % 1000, 1000)
+    params = model.init(jax.random.key(0), images[:1], train=False)["params"]
+    return {"image": images, "labels": labels}, params
+  make = lambda f, *a: (jax.eval_shape(f, *a) if shapes_only
+                        else jax.jit(f)(*a))
+  batch, params = make(batch_and_params)
   cfg = {"optax_name": "adamw", "lr": 1e-3, "wd": 1e-4,
          "schedule": {"decay_type": "cosine", "warmup_steps": 10}}
   tx, scheds = optim.make_optimizer(cfg, params, total_steps=1000,
                                     batch_size=batch_size)
-  state = {"params": params, "opt": tx.init(params),
-           "step": jnp.zeros([], jnp.int32)}
+  state = make(lambda p: {"params": p, "opt": tx.init(p),
+                          "step": jnp.zeros([], jnp.int32)}, params)
   state_sh = sharding.infer_shardings(state, [(".*", "replicate")], mesh)
   batch_sh = sharding.batch_sharding(mesh)
-  state = jax.device_put(state, state_sh)
-  batch = jax.device_put({"image": images, "labels": labels}, batch_sh)
+  if not shapes_only:
+    state = jax.device_put(state, state_sh)
+    batch = jax.device_put(batch, batch_sh)
   step = step_lib.make_train_step(model, LOSSES.get("softmax_xent"), tx,
                                   scheds[0][1], model_inputs=("image",), seed=0)
   lowered = jax.jit(step, in_shardings=(state_sh, batch_sh),
@@ -190,7 +198,7 @@ def step_bytes(model_name, variant, res, batch_size, dtype_mm, mesh=None,
   arguments + temporaries + the outputs that do not reuse donated arguments.
   """
   lowered, _, _ = lower_step(model_name, variant, res, batch_size, dtype_mm,
-                             mesh, **model_kw)
+                             mesh, shapes_only=True, **model_kw)
   m = visibility.step_memory(lowered.compile())
   if not m:
     raise ValueError("This backend has no memory analysis of a compiled step.")
