@@ -6,7 +6,8 @@ Small pieces the trainer calls:
   shape, dtype, count and sharding (also written to `workdir/params.txt`).
 - `memory_stats`: device memory in use and its peak, where the backend
   reports it (GPU, TPU; not CPU); `step_memory`: XLA's static memory
-  analysis of the compiled step (every backend).
+  analysis of the compiled step (every backend); `held_bytes`, `fit_batch`:
+  what a compiled step holds per device, and the largest batch that fits.
 - `step_flops`, `peak_flops_per_device`, `mfu`, `utilisation`: model FLOP
   utilisation = the step's FLOPs (XLA cost analysis) / step time / the
   devices' peak (`PEAK_FLOPS`, a measured matmul, or a given number).
@@ -175,6 +176,57 @@ def step_memory(compiled):
     if value is not None:
       out[f"memory/step_{key}_bytes"] = float(value)
   return out
+
+
+def held_bytes(compiled):
+  """Bytes per device a compiled step holds (XLA's memory analysis):
+  arguments + temporaries + the outputs that do not reuse donated arguments.
+  """
+  m = step_memory(compiled)
+  if not m:
+    raise ValueError("This backend has no memory analysis of a compiled step.")
+  return (m["memory/step_argument_bytes"] + m["memory/step_temp_bytes"]
+          + m["memory/step_output_bytes"] - m["memory/step_alias_bytes"])
+
+
+def fit_batch(need, unit, budget, *, what="the step", devices=1):
+  """The largest multiple of `unit` whose `need(batch)` is <= `budget`.
+
+  `need(batch)`: bytes per device of a step at that global batch (e.g.
+  `held_bytes` of its compiled step), about affine in the batch. Compiles
+  at `unit` and 2 `unit` draw a line; each batch the line predicts is
+  tried and the line re-drawn through it, until the largest batch that fits
+  is next to the smallest known not to (usually 3-4 calls of `need`).
+
+  Returns:
+    (batch, need(batch)).
+  Raises:
+    ValueError: not even `unit` fits (`what` and `devices` name it).
+  """
+  first = need(unit)
+  if first > budget:
+    raise ValueError(
+        f"{what} at batch {unit} ({unit // devices} per device) needs "
+        f"{first / 2**30:.2f} GiB per device, over the "
+        f"{budget / 2**30:.2f} GiB budget.")
+  fits, too_big = (unit, first), None  # Largest fitting, smallest not.
+  b = 2 * unit
+  while True:
+    m = need(b)
+    if b == 2 * unit and m <= first:
+      raise ValueError(f"{what}: memory does not grow with the batch "
+                       f"({first:.0f} bytes at {unit}, {m:.0f} at {b}).")
+    if m <= budget:
+      fits = (b, m)
+    else:
+      too_big = b
+    per_example = max(m - first, 1.0) / (b - unit)
+    b = unit + int((budget - first) / per_example) // unit * unit
+    b = max(b, fits[0] + unit)
+    if too_big is not None:
+      b = min(b, too_big - unit)
+    if b <= fits[0]:
+      return fits
 
 
 # ---------------------------------------------------------- FLOPs and peaks

@@ -73,6 +73,24 @@ def test_memory_stats():
   assert visibility.memory_stats(jax.devices()[:2]) == {}
 
 
+@pytest.mark.parametrize("budget", [999, 1000, 1001, 1234, 5000, 77_777])
+def test_fit_batch_finds_the_largest_multiple_that_fits(budget):
+  # Memory affine in the batch with steps (a new buffer size every 64
+  # examples): the search must land on what a scan of every multiple finds.
+  need = lambda b: 100 + 9 * b + 40 * (b // 64) + (b * b) // 4096
+  calls = []
+  batch, used = visibility.fit_batch(lambda b: calls.append(b) or need(b),
+                                     unit=8, budget=budget)
+  expected = max(b for b in range(8, 100_000, 8) if need(b) <= budget)
+  assert (batch, used) == (expected, need(expected))
+  assert len(calls) <= 8
+  with pytest.raises(ValueError, match=r"the step at batch 8 \(4 per "
+                     r"device\) needs .* over the"):
+    visibility.fit_batch(need, unit=8, budget=need(8) - 1, devices=2)
+  with pytest.raises(ValueError, match="does not grow with the batch"):
+    visibility.fit_batch(lambda b: 100, unit=8, budget=1000)
+
+
 def test_step_flops_of_a_sharded_matmul():
   m, n, k = 64, 32, 16
   mesh = sharding.make_mesh()

@@ -16,13 +16,19 @@ to a floor as K grows; a least-squares fit of `floor + activations / K`
 over the rows shows how close the rest comes to 1/K. Each row also gives
 the FLOPs of a step (XLA's count of the K=1 step, `visibility.step_flops`).
 `--steps N` also runs N steps on real arrays and prints examples/s and
-GFLOP/s (on an accelerator: how large a batch fits with K, and how fast).
+GFLOP/s.
+
+`--batch_size max` finds, for each K, the largest global batch whose step
+fits 90% of a device's memory (`visibility.fit_batch` over compiled steps;
+micro-batches of multiples of 8 per device; `--memory_limit_gib` where the
+device reports no limit, e.g. a CPU): on an accelerator, how large a batch
+fits with K, and (with `--steps`) how fast it runs.
 """
 
+import argparse
+import functools
 import time
 
-from absl import app
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,41 +38,34 @@ from big_vision_like import sharding
 from big_vision_like import step as step_lib
 from big_vision_like import visibility
 
-_BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size.")
-_ACCUM = flags.DEFINE_list("grad_accum", ["1", "2", "4", "8"],
-                           "grad_accum_steps values to compile.")
-_IMAGE = flags.DEFINE_string("image_variant", "B/16", "ViT variant.")
-_TEXT = flags.DEFINE_string("text_variant", "B", "Text tower variant.")
-_RES = flags.DEFINE_integer("res", 224, "Image resolution.")
-_LEN = flags.DEFINE_integer("text_len", 64, "Tokens per text.")
-_LOSS = flags.DEFINE_string("implementation", "chunked",
-                            "sigmoid_loss implementation.")
-_DTYPE = flags.DEFINE_string("dtype_mm", "float32", "Matmul dtype.")
-_STEPS = flags.DEFINE_integer("steps", 0, "Steps to time (0: compile only).")
+# The model's shape: image_variant, text_variant, res, text_len, dtype_mm.
+DEFAULT_SHAPE = dict(image_variant="B/16", text_variant="B", res=224,
+                     text_len=64, dtype_mm="float32")
+
+FIT_FRACTION = 0.9  # `--batch_size max`: the share of memory a step may hold.
 
 
-def _model():
+def _model(image_variant, text_variant, dtype_mm, **_):
   return step_lib.build_model("two_towers", dict(
-      image=dict(variant=_IMAGE.value, pool_type="map",
-                 dtype_mm=_DTYPE.value),
-      text=dict(variant=_TEXT.value, vocab_size=32_000,
-                dtype_mm=_DTYPE.value),
+      image=dict(variant=image_variant, pool_type="map", dtype_mm=dtype_mm),
+      text=dict(variant=text_variant, vocab_size=32_000, dtype_mm=dtype_mm),
       out_dim=(768, 768), temperature_init=10.0, bias_init=-10.0))
 
 
-def _init_params(model):
-  return model.init(jax.random.key(0),
-                    jnp.zeros((1, _RES.value, _RES.value, 3)),
-                    jnp.zeros((1, _LEN.value), jnp.int32))["params"]
+def _init_params(model, res, text_len, **_):
+  return model.init(jax.random.key(0), jnp.zeros((1, res, res, 3)),
+                    jnp.zeros((1, text_len), jnp.int32))["params"]
 
 
-def lower_step(k, mesh):
-  """The lowered train step with `grad_accum_steps=k` and its state shape."""
-  model, b = _model(), _BATCH.value
-  batch = {"image": jax.ShapeDtypeStruct((b, _RES.value, _RES.value, 3),
-                                         jnp.float32),
-           "text": jax.ShapeDtypeStruct((b, _LEN.value), jnp.int32)}
-  params = jax.eval_shape(lambda: _init_params(model))
+def lower_step(k, mesh, batch_size, implementation="chunked", **shape):
+  """The train step with `grad_accum_steps=k` at a global batch, lowered
+  from shapes alone; returns (Lowered, (state shardings, batch shapes,
+  batch sharding, optimizer)). `shape`: `DEFAULT_SHAPE`'s keys."""
+  shape = {**DEFAULT_SHAPE, **shape}
+  model, b, res = _model(**shape), batch_size, shape["res"]
+  batch = {"image": jax.ShapeDtypeStruct((b, res, res, 3), jnp.float32),
+           "text": jax.ShapeDtypeStruct((b, shape["text_len"]), jnp.int32)}
+  params = jax.eval_shape(lambda: _init_params(model, **shape))
   cfg = {"optax_name": "adamw", "lr": 1e-3, "wd": 1e-4,
          "schedule": {"decay_type": "cosine", "warmup_steps": 10}}
   tx, scheds = optim.make_optimizer(cfg, params, total_steps=1000,
@@ -76,7 +75,7 @@ def lower_step(k, mesh):
   state_sh = sharding.infer_shardings(state, [(".*", "replicate")], mesh)
   batch_sh = sharding.batch_sharding(mesh)
   loss = step_lib.build_loss("sigmoid_loss",
-                             {"implementation": _LOSS.value}, mesh)
+                             {"implementation": implementation}, mesh)
   step = step_lib.make_train_step(
       model, loss, tx, scheds[0][1], model_inputs=("image", "text"), seed=0,
       grad_accum_steps=k, batch_sharding=batch_sh)
@@ -89,18 +88,44 @@ def lower_step(k, mesh):
   return lowered, (state_sh, batch, batch_sh, tx)
 
 
-def step_flops(mesh):
+def step_flops(mesh, batch_size, **kw):
   """FLOPs of a step over the global batch: XLA's count of K=1's step (a
   K > 1 step loops over its micro-batches; XLA counts a loop body once)."""
-  return visibility.step_flops(lower_step(1, mesh)[0])
+  return visibility.step_flops(lower_step(1, mesh, batch_size, **kw)[0])
 
 
-def _time(compiled, shapes, steps):
+def compile_row(k, mesh, batch_size, limit=None, **kw):
+  """Compiles the step with `grad_accum_steps=k` at `batch_size`, or, with
+  `batch_size="max"`, at the largest global batch whose step holds at most
+  `FIT_FRACTION` of `limit` bytes per device (multiples of 8 examples per
+  device per micro-batch).
+
+  Returns:
+    (global batch, compiled step, its shapes (see `lower_step`), seconds
+    of its lowering and compile).
+  """
+  @functools.cache
+  def compiled(b):
+    t0 = time.perf_counter()
+    lowered, shapes = lower_step(k, mesh, b, **kw)
+    return lowered.compile(), shapes, time.perf_counter() - t0
+
+  if batch_size == "max":
+    batch_size, _ = visibility.fit_batch(
+        lambda b: visibility.held_bytes(compiled(b)[0]), 8 * mesh.size * k,
+        FIT_FRACTION * limit, what=f"grad_accum_steps={k}",
+        devices=mesh.size)
+  return (batch_size, *compiled(batch_size))
+
+
+def _time(compiled, shapes, steps, batch_size, **shape):
   state_sh, batch, batch_sh, tx = shapes
-  model = _model()
-  real = jax.jit(lambda: _init_params(model))()
+  shape = {**DEFAULT_SHAPE, **shape}
+  model = _model(**shape)
+  real = jax.jit(lambda: _init_params(model, **shape))()
   state = jax.device_put({"params": real, "opt": tx.init(real),
                           "step": jnp.zeros([], jnp.int32)}, state_sh)
+  del real
   data = jax.device_put(
       {k: np.zeros(v.shape, v.dtype) for k, v in batch.items()}, batch_sh)
   state, _ = compiled(state, data)
@@ -108,43 +133,83 @@ def _time(compiled, shapes, steps):
   for _ in range(steps):
     state, metrics = compiled(state, data)
   jax.block_until_ready(metrics)
-  return steps * _BATCH.value / (time.perf_counter() - t0)
+  return steps * batch_size / (time.perf_counter() - t0)
 
 
-def main(argv):
-  del argv
+def parse_args(argv=None):
+  """The command-line options (argparse: no global absl flags to clash)."""
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--batch_size", default="256", help="Global batch size, or "
+                 "`max`: for each K the largest that fits the device memory.")
+  p.add_argument("--memory_limit_gib", type=float, default=None,
+                 help="Device memory for --batch_size max (default: what the "
+                 "device reports; a CPU reports none).")
+  p.add_argument("--grad_accum", default="1,2,4,8",
+                 help="grad_accum_steps values to compile, comma-separated.")
+  for key, value in DEFAULT_SHAPE.items():
+    p.add_argument(f"--{key}", type=type(value), default=value)
+  p.add_argument("--implementation", default="chunked",
+                 help="sigmoid_loss implementation.")
+  p.add_argument("--steps", type=int, default=0,
+                 help="Steps to time (0: compile only).")
+  args = p.parse_args(argv)
+  if args.batch_size != "max" and not (args.batch_size.isdigit()
+                                       and int(args.batch_size) > 0):
+    p.error(f"--batch_size {args.batch_size}: expected a positive integer "
+            "or `max`.")
+  args.limit = (args.memory_limit_gib * 2**30 if args.memory_limit_gib else
+                visibility.memory_stats().get("memory/bytes_limit_min"))
+  if args.batch_size == "max" and not args.limit:
+    p.error("--batch_size max: this device reports no memory limit (a CPU); "
+            "pass --memory_limit_gib.")
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  fixed = args.batch_size != "max"
   mesh = sharding.make_mesh()
   n = jax.device_count()
+  kw = {k: getattr(args, k) for k in (*DEFAULT_SHAPE, "implementation")}
   print(f"{n} x {jax.devices()[0].device_kind}; two_towers image "
-        f"{_IMAGE.value} @{_RES.value}px, text {_TEXT.value} x {_LEN.value} "
-        f"tokens; sigmoid_loss {_LOSS.value}; global batch {_BATCH.value} "
-        f"({_BATCH.value // n} per device); dtype_mm {_DTYPE.value}")
-  print("| grad_accum_steps | micro-batch / device | arguments MiB | "
-        "temporaries MiB | temporaries / K=1 | compile s | GFLOP/step |"
-        + (" examples/s | GFLOP/s |" if _STEPS.value else ""))
-  print("|---|---|---|---|---|---|---|" + ("---|---|" if _STEPS.value else ""))
+        f"{args.image_variant} @{args.res}px, text {args.text_variant} x "
+        f"{args.text_len} tokens; sigmoid_loss {args.implementation}; "
+        f"dtype_mm {args.dtype_mm}; "
+        + (f"global batch {args.batch_size}" if fixed else
+           f"largest batch within {FIT_FRACTION:.0%} of "
+           f"{args.limit / 2**30:.1f} GiB per device"))
+  print("| grad_accum_steps | global batch | micro-batch / device | "
+        "arguments MiB | temporaries MiB | "
+        + ("temporaries / K=1" if fixed else "held GiB | batch / K=1")
+        + " | compile s | GFLOP/step |"
+        + (" examples/s | GFLOP/s |" if args.steps else ""))
+  print("|---" * (8 + (not fixed) + 2 * bool(args.steps)) + "|")
   base, rows = None, []
-  flops = step_flops(mesh)
-  for k in (int(x) for x in _ACCUM.value):
-    t0 = time.perf_counter()
-    lowered, shapes = lower_step(k, mesh)
-    compiled = lowered.compile()
-    sec = time.perf_counter() - t0
+  flops = step_flops(mesh, int(args.batch_size), **kw) if fixed else None
+  for k in (int(x) for x in args.grad_accum.split(",")):
+    batch, compiled, shapes, sec = compile_row(
+        k, mesh, int(args.batch_size) if fixed else "max", args.limit, **kw)
     mem = visibility.step_memory(compiled)
     temp = mem["memory/step_temp_bytes"] / 2**20
-    args = mem["memory/step_argument_bytes"] / 2**20
-    base = base or temp
+    arg_mib = mem["memory/step_argument_bytes"] / 2**20
+    if fixed:
+      base = base or temp
+      ratio = f"{temp / base:.3f}"
+    else:
+      base = base or batch
+      ratio = (f"{visibility.held_bytes(compiled) / 2**30:.2f} | "
+               f"{batch / base:.2f}")
+      flops = step_flops(mesh, batch, **kw)
     rows.append((k, temp))
     gflop = "n/a" if flops is None else f"{flops / 1e9:.1f}"
-    row = (f"| {k} | {_BATCH.value // n // k} | {args:.0f} | {temp:.0f} | "
-           f"{temp / base:.3f} | {sec:.0f} | {gflop} |")
-    if _STEPS.value:
-      rate = _time(compiled, shapes, _STEPS.value)
-      per_sec = ("n/a" if flops is None else
-                 f"{flops * rate / _BATCH.value / 1e9:.1f}")
+    row = (f"| {k} | {batch} | {batch // n // k} | {arg_mib:.0f} | "
+           f"{temp:.0f} | {ratio} | {sec:.0f} | {gflop} |")
+    if args.steps:
+      rate = _time(compiled, shapes, args.steps, batch, **kw)
+      per_sec = "n/a" if flops is None else f"{flops * rate / batch / 1e9:.1f}"
       row += f" {rate:.1f} | {per_sec} |"
     print(row, flush=True)
-  if len(rows) > 2:
+  if fixed and len(rows) > 2:
     print(_fit(rows))
 
 
@@ -161,4 +226,4 @@ def _fit(rows):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

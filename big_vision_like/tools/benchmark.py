@@ -39,9 +39,10 @@ devices as the trainer's `config.cpu_devices` does (`cpu_devices.py`; auto
 counts divide every `--batch_size`). The header says how many devices run
 and how this process holds host memory (`host_memory.STATE`).
 `--attention_impl` picks the ViT attention kernel (`models/attention.py`).
-`--batch_size max` measures the largest batch whose step fits 90% of the
-device's memory (XLA's memory analysis of compiled steps, `largest_batch`;
-`--memory_limit_gib` where the device reports no limit).
+`--batch_size max` measures the largest batch whose step fits 90%
+(`FIT_FRACTION`) of the device's memory (XLA's memory analysis of compiled
+steps, `largest_batch`; `--memory_limit_gib` where the device reports no
+limit).
 """
 
 import os
@@ -66,6 +67,9 @@ from big_vision_like.registry import LOSSES
 from big_vision_like.registry import MODELS
 
 matmul_peak = visibility.matmul_peak  # Shared with the trainer's MFU.
+# `--batch_size max`: the share of device memory a step may hold (the rest:
+# what XLA's analysis does not see, cuDNN's workspaces, fragmentation).
+FIT_FRACTION = 0.9
 
 _MODELS = flags.DEFINE_list("models", ["vit:S/16"],
                             "Registered model names with their variant.")
@@ -194,58 +198,31 @@ def build_step(model_name, variant, res, batch_size, dtype_mm, mesh=None,
 
 def step_bytes(model_name, variant, res, batch_size, dtype_mm, mesh=None,
                **model_kw):
-  """Bytes per device the compiled train step holds (XLA's memory analysis):
-  arguments + temporaries + the outputs that do not reuse donated arguments.
+  """Bytes per device the compiled train step holds (`visibility.held_bytes`).
   """
   lowered, _, _ = lower_step(model_name, variant, res, batch_size, dtype_mm,
                              mesh, shapes_only=True, **model_kw)
-  m = visibility.step_memory(lowered.compile())
-  if not m:
-    raise ValueError("This backend has no memory analysis of a compiled step.")
-  return (m["memory/step_argument_bytes"] + m["memory/step_temp_bytes"]
-          + m["memory/step_output_bytes"] - m["memory/step_alias_bytes"])
+  return visibility.held_bytes(lowered.compile())
 
 
 def largest_batch(model_name, variant, res, dtype_mm, limit, mesh=None, *,
-                  fraction=0.9, **model_kw):
+                  fraction=FIT_FRACTION, **model_kw):
   """The largest global batch whose train step fits a device's memory.
 
   Batches are multiples of 8 per device; a step fits when `step_bytes` is at
   most `fraction` of `limit` (bytes per device; the rest is left to what
   XLA's analysis does not see: cuDNN's workspaces, fragmentation). The
-  step's memory is about affine in the batch: compiles at 8 and 16 per
-  device give a line, and each batch the line predicts is compiled, the
-  line re-drawn through it, until the largest fitting batch is next to the
-  smallest one known not to fit (usually 3-4 compiles).
+  search is `visibility.fit_batch`'s (usually 3-4 compiles).
 
   Returns:
     (batch size, its step_bytes).
   """
   mesh = mesh or sharding.make_mesh()
-  unit, budget = 8 * mesh.size, fraction * limit
-  need = lambda b: step_bytes(model_name, variant, res, b, dtype_mm, mesh,
-                              **model_kw)
-  first = need(unit)
-  if first > budget:
-    raise ValueError(
-        f"{model_name}:{variant} at batch {unit} ({unit // mesh.size} per "
-        f"device) needs {first / 2**30:.2f} GiB per device, over "
-        f"{fraction:.0%} of the {limit / 2**30:.2f} GiB limit.")
-  fits, too_big = (unit, first), None  # Largest fitting, smallest not.
-  b = 2 * unit
-  while True:
-    m = need(b)
-    if m <= budget:
-      fits = (b, m)
-    else:
-      too_big = b
-    per_example = max(m - first, 1.0) / (b - unit)
-    b = unit + int((budget - first) / per_example) // unit * unit
-    b = max(b, fits[0] + unit)
-    if too_big is not None:
-      b = min(b, too_big - unit)
-    if b <= fits[0]:
-      return fits
+  return visibility.fit_batch(
+      lambda b: step_bytes(model_name, variant, res, b, dtype_mm, mesh,
+                           **model_kw),
+      8 * mesh.size, fraction * limit, what=f"{model_name}:{variant}",
+      devices=mesh.size)
 
 
 def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
@@ -412,7 +389,8 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--compare {','.join(unknown)}: expected any of "
                          f"{COMPARISONS}.")
-  bad = [b for b in _BATCH.value if b != "max" and not b.isdigit()]
+  bad = [b for b in _BATCH.value
+         if b != "max" and not (b.isdigit() and int(b) > 0)]
   if bad:
     raise app.UsageError(f"--batch_size {','.join(bad)}: expected positive "
                          "integers or `max`.")
@@ -460,13 +438,14 @@ def main(argv):
 def _largest_batch(name, variant, model_kw):
   """`largest_batch` for the flags, with a line saying what it found."""
   limit = (_MEMORY.value * 2**30 if _MEMORY.value else
-           (jax.devices()[0].memory_stats() or {}).get("bytes_limit"))
+           visibility.memory_stats().get("memory/bytes_limit_min"))
   if not limit:
     raise app.UsageError("--batch_size max: this device reports no memory "
                          "limit (a CPU); pass --memory_limit_gib.")
   batch, need = largest_batch(name, variant, _RES.value, _DTYPE.value, limit,
                               **model_kw)
-  print(f"| (largest batch that fits 90% of {limit / 2**30:.1f} GiB per "
+  print(f"| (largest batch that fits {FIT_FRACTION:.0%} of "
+        f"{limit / 2**30:.1f} GiB per "
         f"device: {batch}, step {need / 2**30:.2f} GiB per device) "
         "| | | | | | | |", flush=True)
   return batch

@@ -36,7 +36,8 @@ def test_largest_batch_fits_and_the_next_does_not():
   assert batch % 8 == 0 and used == need(batch) <= 0.9 * limit
   assert need(batch + 8) > 0.9 * limit
   with pytest.raises(ValueError, match=r"vit:mu/16 at batch 8 \(8 per "
-                     r"device\) needs .* GiB per device, over 90% of"):
+                     r"device\) needs .* GiB per device, over the "
+                     r".* GiB budget"):
     benchmark.largest_batch("vit", "mu/16", 32, "float32", need(8) / 2,
                             one_device)
 

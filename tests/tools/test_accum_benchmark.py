@@ -1,0 +1,35 @@
+"""accum_benchmark's rows: the step at a batch, and the largest that fits."""
+
+import jax
+import pytest
+
+from big_vision_like import sharding
+from big_vision_like import visibility
+from big_vision_like.tools import accum_benchmark
+
+TINY = dict(image_variant="mu/16", text_variant="mu", res=32, text_len=8)
+
+
+def test_largest_batch_with_accumulation_fits_and_the_next_does_not():
+  one_device = sharding.make_mesh(devices=jax.devices()[:1])
+  held = lambda b: visibility.held_bytes(accum_benchmark.compile_row(
+      2, one_device, b, **TINY)[1])
+  # K=2 on one device: micro-batches of multiples of 8, batches of 16.
+  limit = held(48) / accum_benchmark.FIT_FRACTION + 1.0
+  batch, compiled, _, _ = accum_benchmark.compile_row(
+      2, one_device, "max", limit, **TINY)
+  assert batch == 48 and held(64) > accum_benchmark.FIT_FRACTION * limit
+  assert visibility.held_bytes(compiled) == held(48)
+
+
+@pytest.mark.parametrize("argv, error", [
+    (["--batch_size", "0"], "--batch_size 0: expected a positive integer"),
+    (["--batch_size", "max"], "this device reports no memory limit"),
+])
+def test_bad_command_lines_name_the_flag(argv, error, capsys):
+  with pytest.raises(SystemExit):
+    accum_benchmark.parse_args(argv)
+  assert error in capsys.readouterr().err
+  args = accum_benchmark.parse_args(argv[:1] + ["max", "--memory_limit_gib",
+                                                "0.5", "--res", "64"])
+  assert (args.limit, args.res, args.image_variant) == (2**29, 64, "B/16")
