@@ -19,6 +19,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from big_vision_like import cpu_devices
 from big_vision_like import input_pipeline
 from big_vision_like.registry import PP_OPS
 
@@ -113,7 +114,8 @@ def main(argv=None):
                            batch_size=args.batch_size, warmup=args.warmup,
                            batches=args.batches)
   print(f"batch {args.batch_size}: {shapes}")
-  print(f"{rate:.1f} examples/s ({os.cpu_count()} CPUs)")
+  print(f"{rate:.1f} examples/s ({cpu_devices.usable_cores()} of "
+        f"{os.cpu_count()} CPUs usable)")
   return rate
 
 
