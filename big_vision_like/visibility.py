@@ -487,7 +487,9 @@ class Profiler:
   and `close()` at the end (in a `finally`). The trace goes to
   `workdir/profile/plugins/profile/<time>/`: `<host>.xplane.pb` for
   TensorBoard's profile plugin (`tensorboard --logdir workdir/profile`) and
-  `<host>.trace.json.gz` for ui.perfetto.dev. Only the traced steps (and
+  `<host>.trace.json.gz` for ui.perfetto.dev (and, from `save_hlo`, the
+  step's HLO: `python -m big_vision_like.tools.trace_summary
+  workdir/profile` sums the trace by kind of op). Only the traced steps (and
   whatever the host does meanwhile, e.g. tf.data) are in it, not evaluators
   or checkpoints after them. A run resumed inside the window traces the
   rest of it; one resumed past it traces nothing.
@@ -528,6 +530,18 @@ class Profiler:
       jax.profiler.start_trace(self.logdir)
       self.active = True
     return jax.profiler.StepTraceAnnotation("train", step_num=step)
+
+  def save_hlo(self, compiled, name="train_step"):
+    """Writes the compiled step's HLO text as `workdir/profile/NAME.hlo.txt`
+    (process 0; nothing without a trace), so `tools/trace_summary.py` can
+    tell the traced ops' kinds and FLOPs."""
+    if self.logdir is None or jax.process_index() != 0:
+      return None
+    fs.makedirs(self.logdir)
+    path = fs.join(self.logdir, f"{name}.hlo.txt")
+    with fs.open(path, "w") as f:
+      f.write(compiled.as_text())
+    return path
 
   def after(self, step, wait_for=None):
     """Stops the trace once `step`, the window's last, is done.

@@ -17,6 +17,7 @@ import pytest
 from big_vision_like import checkpoint
 from big_vision_like import train
 from big_vision_like.metrics import read_jsonl
+from big_vision_like.tools import trace_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "vit_digits.py")
@@ -146,6 +147,26 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
   cfg.schedule = dict(decay_type="constant", warmup_steps=0)
   with pytest.raises(FloatingPointError, match=r"step \d+"):
     train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_profiled_steps_and_their_hlo_sum_by_kind(tmp_path):
+  cfg = tiny_config(total_steps=4, evals={},
+                    profile=dict(first_step=2, num_steps=2))
+  train.train_and_evaluate(cfg, str(tmp_path))
+  profile = str(tmp_path / "profile")
+  assert os.path.exists(os.path.join(profile, "train_step.hlo.txt"))
+  with open(os.path.join(profile, "train_step.hlo.txt")) as f:
+    hlo = f.read()
+  kinds, _, _ = trace_summary.summarize(
+      trace_summary.newest(profile, "*.trace.json.gz"), hlo, steps=2)
+  # Per device (8 devices, 4 images each), in MACs per image: the stem
+  # (16 patches of 4x4x1 pixels to width 16), then q/k/v/out projections,
+  # attention's two [16,16]x[16,16] products, the MLP (16->32->16) and the
+  # 10-way head; a step is 2x the stem (no image gradient) + 3x the rest.
+  stem, rest = 16 * 16 * 16, 4 * 16**3 + 2 * 16**3 + 2 * 16 * 16 * 32 + 160
+  assert kinds["matmul"]["flops"] == pytest.approx(4 * 2 * (2 * stem
+                                                            + 3 * rest))
+  assert kinds["collective"]["count"] >= 1  # The gradients' all-reduce.
 
 
 # Subprocess tests: a clean environment with 1 CPU device per process.

@@ -42,7 +42,10 @@ and how this process holds host memory (`host_memory.STATE`).
 `--batch_size max` measures the largest batch whose step fits 90%
 (`FIT_FRACTION`) of the device's memory (XLA's memory analysis of compiled
 steps, `largest_batch`; `--memory_limit_gib` where the device reports no
-limit).
+limit). `--profile_dir DIR` traces 3 more steps of each row into
+`DIR/<model>_b<batch>/` with the compiled step's HLO; `python -m
+big_vision_like.tools.trace_summary DIR/vit_S16_b16 --steps 3` says where
+the step's device time goes.
 """
 
 import os
@@ -58,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from big_vision_like import cpu_devices
+from big_vision_like import fs
 from big_vision_like import host_memory
 from big_vision_like import optim
 from big_vision_like import sharding
@@ -70,6 +74,7 @@ matmul_peak = visibility.matmul_peak  # Shared with the trainer's MFU.
 # `--batch_size max`: the share of device memory a step may hold (the rest:
 # what XLA's analysis does not see, cuDNN's workspaces, fragmentation).
 FIT_FRACTION = 0.9
+PROFILE_STEPS = 3  # Steps traced with --profile_dir.
 
 _MODELS = flags.DEFINE_list("models", ["vit:S/16"],
                             "Registered model names with their variant.")
@@ -91,6 +96,10 @@ _BIG_VISION = flags.DEFINE_string(
     "(DIR/big_vision/models/vit.py), for --compare big_vision.")
 _ATTENTION = flags.DEFINE_string("attention_impl", None,
                                  "ViT attention kernel (models/attention.py).")
+_PROFILE = flags.DEFINE_string(
+    "profile_dir", None, "Trace 3 more steps of each row (not --compare's) "
+    "into DIR/<model>_b<batch>/, with the step's HLO, for "
+    "tools/trace_summary.py.")
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "auto", "CPU-only runs: 'auto' or N devices "
     "(cpu_devices.py).")
@@ -193,6 +202,7 @@ def build_step(model_name, variant, res, batch_size, dtype_mm, mesh=None,
     jax.block_until_ready(box[1])
     return time.perf_counter() - t0
 
+  run.compiled = compiled
   return run, flops
 
 
@@ -226,11 +236,27 @@ def largest_batch(model_name, variant, res, dtype_mm, limit, mesh=None, *,
 
 
 def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
-                   mesh=None, **model_kw):
-  """Returns (median seconds per step, FLOPs per step); see `build_step`."""
+                   mesh=None, *, profile_dir=None, **model_kw):
+  """Returns (median seconds per step, FLOPs per step); see `build_step`.
+
+  With `profile_dir`, PROFILE_STEPS more steps run under `jax.profiler`
+  (the trace in `profile_dir/plugins/profile/`) and the compiled step's HLO
+  goes to `profile_dir/step.hlo.txt`, for `tools/trace_summary.py`.
+  """
   run, flops = build_step(model_name, variant, res, batch_size, dtype_mm,
                           mesh, **model_kw)
-  return float(np.median([run() for _ in range(steps)])), flops
+  sec = float(np.median([run() for _ in range(steps)]))
+  if profile_dir:
+    fs.makedirs(profile_dir)
+    with fs.open(fs.join(profile_dir, "step.hlo.txt"), "w") as f:
+      f.write(run.compiled.as_text())
+    jax.profiler.start_trace(profile_dir)
+    try:
+      for _ in range(PROFILE_STEPS):
+        run()
+    finally:
+      jax.profiler.stop_trace()
+  return sec, flops
 
 
 class StepServer:
@@ -428,9 +454,12 @@ def main(argv):
                        _DTYPE.value, devices, peak, kw, _COMPARE.value,
                        _BIG_VISION.value, _MATMUL.value)
       else:
+        prof = _PROFILE.value and fs.join(
+            _PROFILE.value, re.sub(r"\W", "", f"{name}_{variant}") +
+            f"_b{batch_size}")
         sec, flops = step_benchmark(name, variant or None, _RES.value,
                                     batch_size, _STEPS.value, _DTYPE.value,
-                                    **kw)
+                                    profile_dir=prof, **kw)
         rows = [_row(spec, batch_size, sec, flops, devices, peak)]
       print("\n".join(rows), flush=True)
 

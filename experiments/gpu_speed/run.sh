@@ -2,7 +2,7 @@
 # The GPU speed check of issue 13, in parts (PART=1, PART=2; PART=3 the
 # rows the first two left unmeasured), each one command that fits a
 # 10-minute call (timeouts: 420 s; 650 s, 560 s where the pipeline is
-# skipped; 540 s; most important first, each under its own timeout, so a
+# skipped; 600 s; most important first, each under its own timeout, so a
 # slow or broken one costs only itself):
 # the attention tests on the GPU (cuDNN next to einsum, values and gradients);
 # train-step throughput and FLOP utilisation of ViT-B/16, ViT-S/16, NFNet-F0
@@ -59,15 +59,24 @@ cat "$OUT/versions.txt"
 # fits the GPU, found from compiled steps' memory), the SigLIP step, the
 # pipeline. One part per device call; PART=all runs both. PART=3 (about 8
 # minutes): what parts 1 and 2 left unmeasured on the H200 of 2026-12-04
-# (the attention tests added since, ViT-B/16 and the SigLIP step at the
-# largest batch that fits, NFNet-F0 at the larger batch), then the SigLIP
-# step's largest batch with 4 accumulation steps.
+# (the attention tests added since, a profile of ViT-B/16's step, ViT-B/16
+# and the SigLIP step at the largest batch that fits, NFNet-F0 at the larger
+# batch), then the SigLIP step's largest batch with 4 accumulation steps.
 PART=${PART:-all}
 SIGLIP="$PY -m big_vision_like.tools.accum_benchmark --res $RES
   --dtype_mm bfloat16 --steps $STEPS"
 if [[ $PART == 3 ]]; then
   timeout 100 $PY -m pytest --noconftest -q -p no:cacheprovider \
     tests/models/test_attention.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+  # Where ViT-B/16's step time goes (tools/trace_summary.py): its kernels
+  # by kind, the matmuls' FLOP rate, the GPU's idle share.
+  PROF=/tmp/bvl_profile/vit_B16_b$LARGEST
+  timeout 70 $BENCH --models vit:B/16 --batch_size "$LARGEST" --steps 5 \
+    --profile_dir /tmp/bvl_profile 2>&1 | grep "^| vit:B" \
+    | sed "s/^| vit:B\/16/| vit:B\/16 (profiled)/" | tee -a "$OUT/steps.md"
+  timeout 40 $PY -m big_vision_like.tools.trace_summary "$PROF" --steps 3 \
+    --top 25 2>&1 | tee "$OUT/trace_summary.md"
+  cp "$(ls -t "$PROF"/plugins/profile/*/*.trace.json.gz | head -1)" "$OUT/"
   timeout 130 $BENCH --models vit:B/16 --batch_size "$BIG" $FIT_ARGS 2>&1 \
     | grep -E "^\| (vit:B|\(largest)" | tee -a "$OUT/steps.md"
   timeout 150 $SIGLIP --batch_size "$BIG" --grad_accum 1 $FIT_ARGS 2>&1 \

@@ -1,0 +1,318 @@
+r"""Where a profiled step's device time goes, by kind of op.
+
+  python -m big_vision_like.tools.trace_summary workdir/profile --steps 3
+  # A benchmark row, traced with the step's HLO beside it:
+  python -m big_vision_like.tools.benchmark --models vit:B/16 \
+      --batch_size 256 --profile_dir /tmp/prof
+  python -m big_vision_like.tools.trace_summary /tmp/prof/vit_B16_b256
+
+Reads the newest `*.trace.json.gz` under the directory (what
+`jax.profiler` writes: the trainer's `config.profile`, `benchmark
+--profile_dir`) and sums the time of every op event that names an HLO op
+(`hlo_op`: XLA:CPU's thunks, the GPU kernels XLA launches), per device,
+into kinds:
+
+- `matmul`: dots and convolutions (cuBLAS calls, and fusions around a dot:
+  YNNPACK's, Triton's GEMMs);
+- `attention`: fused attention calls (cuDNN's flash attention);
+- `collective`: all-reduce, all-gather, ... ;
+- `data movement`: copies, transposes, slices, pads and fusions of
+  nothing else (a dtype conversion is elementwise);
+- `reduction`: fusions with a reduce (softmax, LayerNorm, losses);
+- `elementwise`: other fusions and ops (GELU, the optimizer update);
+- `other`.
+
+With the compiled step's HLO text (`*.hlo.txt` in the directory, or
+`--hlo`; `benchmark --profile_dir` writes it) ops are classified by what
+they compute, and the matmul rows get their FLOPs (from the HLO's shapes)
+and the rate they ran at; without it, by their names. The table also gives
+each device's busy share of the traced window (the rest: waiting for the
+host, launches, the input). On a CPU an op's time is its wall time on the
+thread that ran it; YNNPACK's parallel matmuls count once.
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import math
+import os
+import re
+
+KINDS = ("matmul", "attention", "collective", "data movement", "reduction",
+         "elementwise", "other")
+_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter",
+                "collective-permute", "all-to-all", "collective-broadcast")
+_MOVES = {"parameter", "copy", "transpose", "bitcast", "reshape", "slice",
+          "concatenate", "pad", "dynamic-slice", "dynamic-update-slice",
+          "tuple", "get-tuple-element", "broadcast", "constant", "iota",
+          "copy-start", "copy-done"}
+# Ops that are neither elementwise nor any kind above.
+_OTHER = {"sort", "while", "conditional", "call", "rng", "rng-bit-generator",
+          "scatter", "gather", "infeed", "outfeed", "send", "recv",
+          "custom-call", "after-all", "partition-id", "replica-id"}
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = (.*)$")
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+) \(.*\{$")
+_SHAPE = re.compile(r"^[a-z]\w*\[([\d,]*)\]")
+
+
+def _split_type(rest):
+  """'f32[8,4]{1,0} dot(%a, %b), ...' -> ('f32[8,4]{1,0}', 'dot', args...)."""
+  depth = 0
+  for i, ch in enumerate(rest):
+    depth += ch in "([{"
+    depth -= ch in ")]}"
+    if ch == " " and depth == 0:
+      break
+  else:
+    return rest, "", ""
+  shape, tail = rest[:i], rest[i + 1:]
+  m = re.match(r"([a-z][\w\-]*)\((.*)$", tail)
+  return (shape, m.group(1), m.group(2)) if m else (shape, "", tail)
+
+
+def _dims(shape):
+  """'f32[8,4]{1,0}' (or a tuple's first element) -> [8, 4]; None if none."""
+  m = _SHAPE.match(shape.lstrip("("))
+  if not m:
+    return None
+  return [int(d) for d in m.group(1).split(",") if d]
+
+
+def parse_hlo(text):
+  """Instructions of an HLO module's text: {name: dict(opcode, shape,
+  operands, attrs, computation, calls)} and {computation: [names]}."""
+  instrs, comps, comp = {}, collections.defaultdict(list), None
+  for line in text.splitlines():
+    c = _COMPUTATION.match(line)
+    if c:
+      comp = c.group(1)
+      continue
+    m = _INSTR.match(line)
+    if not m or comp is None:
+      continue
+    name, rest = m.groups()
+    shape, opcode, args = _split_type(rest)
+    depth, end = 1, len(args)
+    for i, ch in enumerate(args):
+      depth += (ch == "(") - (ch == ")")
+      if depth == 0:
+        end = i
+        break
+    operands = re.findall(r"%?([\w.\-]+)(?:,|$)", args[:end].replace(" ", ""))
+    attrs = args[end + 1:]
+    calls = re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", attrs)
+    instrs[name] = dict(opcode=opcode, shape=shape, operands=operands,
+                        attrs=attrs, computation=comp, calls=calls)
+    comps[comp].append(name)
+  return instrs, dict(comps)
+
+
+def _target(instr):
+  m = re.search(r'custom_call_target="([^"]+)"', instr["attrs"])
+  return m.group(1) if m else ""
+
+
+def _flops(instr, instrs):
+  """FLOPs of a dot, a convolution or a cuBLAS GEMM call (2 per MAC)."""
+  out = _dims(instr["shape"])
+  if out is None:
+    return 0.0
+  operand = lambda i: (_dims(instrs[instr["operands"][i]]["shape"])
+                       if len(instr["operands"]) > i
+                       and instr["operands"][i] in instrs else None)
+  op, attrs, target = instr["opcode"], instr["attrs"], _target(instr)
+  if op == "dot" or (op == "custom-call" and ("gemm" in target
+                                              or "matmul" in target)):
+    lhs = operand(0)
+    m = re.search(r"lhs_contracting_dim(?:s|ensions)[\"=:]*[\[{]([^\]}]*)",
+                  attrs)
+    if lhs is None or not m:
+      return 0.0
+    contract = [int(d.strip('" ')) for d in m.group(1).split(",") if d.strip()]
+    return 2.0 * math.prod(out) * math.prod(lhs[d] for d in contract)
+  if op == "convolution":
+    rhs, m = operand(1), re.search(r"dim_labels=\w+_(\w+)->", attrs)
+    if rhs is None or not m or "o" not in m.group(1):
+      return 0.0
+    return 2.0 * math.prod(out) * math.prod(rhs) / rhs[m.group(1).index("o")]
+  return 0.0
+
+
+def classify(instrs, comps):
+  """{instruction name: (kind, FLOPs of one run)} from `parse_hlo`."""
+  memo = {}
+
+  def inner(comp):  # Opcodes and FLOPs of a fused computation, recursively.
+    ops, flops = set(), 0.0
+    for name in comps.get(comp, ()):
+      instr = instrs[name]
+      ops.add(instr["opcode"])
+      flops += _flops(instr, instrs)
+      if instr["opcode"] == "fusion":
+        for sub in instr["calls"]:
+          o, f = inner(sub)
+          ops |= o
+          flops += f
+    return ops, flops
+
+  for name, instr in instrs.items():
+    op, target = instr["opcode"], _target(instr).lower()
+    ops, flops = {op}, _flops(instr, instrs)
+    if op == "fusion":  # A fusion is what it fuses.
+      ops = set()
+      for sub in instr["calls"]:
+        o, f = inner(sub)
+        ops |= o
+        flops += f
+    if any(k in target for k in ("fmha", "flash", "attention")):
+      kind = "attention"
+    elif ops & {"dot", "convolution"} or flops:
+      kind = "matmul"
+    elif any(op.startswith(c) for c in _COLLECTIVES):
+      kind = "collective"
+    elif ops & {"reduce", "reduce-window"}:
+      kind = "reduction"
+    elif ops <= _MOVES:
+      kind = "data movement"
+    elif op == "fusion" or (op not in _OTHER and op != "custom-call"):
+      kind = "elementwise"
+    else:
+      kind = "other"
+    memo[name] = (kind, flops)
+  return memo
+
+
+def kind_from_name(name):
+  """A kind from an op's (or kernel's) name alone, where no HLO is given."""
+  n = name.lower()
+  if any(k in n for k in ("fmha", "flash", "attention")):
+    return "attention"
+  if any(k in n for k in ("dot", "gemm", "conv", "matmul", "cublas", "nvjet",
+                          "xmma", "cutlass")):
+    return "matmul"
+  if any(c in n for c in _COLLECTIVES) or "nccl" in n:
+    return "collective"
+  if "reduce" in n:
+    return "reduction"
+  if any(k in n for k in ("copy", "transpose", "memcpy", "bitcast",
+                          "concatenate", "slice")):
+    return "data movement"
+  if "fusion" in n:
+    return "elementwise"
+  return "other"
+
+
+def newest(directory, pattern):
+  files = glob.glob(os.path.join(directory, "**", pattern), recursive=True)
+  return max(files, key=os.path.getmtime) if files else None
+
+
+def op_events(trace_path):
+  """[(device, hlo_op, kernel name, start us, duration us)] of a trace."""
+  with gzip.open(trace_path) as f:
+    events = json.load(f)["traceEvents"]
+  procs = {e["pid"]: e["args"]["name"] for e in events
+           if e.get("ph") == "M" and e.get("name") == "process_name"}
+  out = []
+  for e in events:
+    args = e.get("args") or {}
+    if e.get("ph") != "X" or "hlo_op" not in args:
+      continue
+    device = args.get("device_ordinal", procs.get(e["pid"], e["pid"]))
+    out.append((str(device), args["hlo_op"], e.get("name", ""),
+                float(e["ts"]), float(e.get("dur", 0.0))))
+  return out
+
+
+def _busy(intervals):
+  """Length of the union of [start, end) intervals and their span."""
+  intervals.sort()
+  busy, end = 0.0, -math.inf
+  for s, e in intervals:
+    if e > end:
+      busy += e - max(s, end)
+      end = e
+  return busy, intervals[-1][1] - intervals[0][0] if intervals else 0.0
+
+
+def summarize(trace_path, hlo_text=None, steps=1):
+  """Rows {kind: dict(count, ms, flops)} per step (mean over devices), the
+  top ops [(ms per step, count, kind, op, GFLOP/run)], and the devices'
+  mean busy share of the traced window."""
+  events = op_events(trace_path)
+  if not events:
+    raise ValueError(f"{trace_path}: no op events with an `hlo_op` (was the "
+                     "step traced while it ran?).")
+  known = classify(*parse_hlo(hlo_text)) if hlo_text else {}
+  devices = sorted({e[0] for e in events})
+  per = len(devices) * steps
+  kinds = {k: dict(count=0.0, ms=0.0, flops=0.0) for k in KINDS}
+  ops = collections.defaultdict(lambda: [0.0, 0, "", 0.0])
+  spans = collections.defaultdict(list)
+  for device, op, kernel, ts, dur in events:
+    kind, flops = known.get(op) or (kind_from_name(f"{op} {kernel}"), 0.0)
+    row = kinds[kind]
+    row["count"] += 1 / per
+    row["ms"] += dur / 1e3 / per
+    row["flops"] += flops / per
+    o = ops[op]
+    o[0] += dur / 1e3 / per
+    o[1] += 1
+    o[2], o[3] = kind, flops / 1e9
+    spans[device].append((ts, ts + dur))
+  busy = [b / s for b, s in (_busy(v) for v in spans.values()) if s > 0]
+  top = sorted(((v[0], v[1] / per, v[2], k, v[3]) for k, v in ops.items()),
+               reverse=True)
+  return kinds, top, sum(busy) / max(len(busy), 1)
+
+
+def format_table(kinds, top, busy, n_top=12):
+  total = sum(r["ms"] for r in kinds.values())
+  lines = ["| kind | ops / step | ms / step | share | GFLOP / step | "
+           "TFLOP/s |", "|---|---|---|---|---|---|"]
+  for kind, r in kinds.items():
+    if not r["count"]:
+      continue
+    rate = (f"{r['flops'] / r['ms'] / 1e9:.2f}" if r["flops"] and r["ms"]
+            else "")
+    gflop = f"{r['flops'] / 1e9:.1f}" if r["flops"] else ""
+    lines.append(f"| {kind} | {r['count']:.0f} | {r['ms']:.2f} | "
+                 f"{r['ms'] / total:.1%} | {gflop} | {rate} |")
+  lines.append(f"| all ops | {sum(r['count'] for r in kinds.values()):.0f} "
+               f"| {total:.2f} | 100% | | |")
+  lines.append(f"\nDevices busy {busy:.1%} of the traced window (mean).\n")
+  lines += ["| op | kind | runs / step | ms / step | GFLOP / run |",
+            "|---|---|---|---|---|"]
+  for ms, count, kind, op, gflop in top[:n_top]:
+    lines.append(f"| {op} | {kind} | {count:.0f} | {ms:.2f} | "
+                 f"{gflop:.3g} |" if gflop else
+                 f"| {op} | {kind} | {count:.0f} | {ms:.2f} | |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("directory", help="A profile directory (or a trace file).")
+  p.add_argument("--hlo", default=None, help="The step's HLO text (default: "
+                 "the newest *.hlo.txt under the directory, if any).")
+  p.add_argument("--steps", type=int, default=1,
+                 help="Steps the trace holds (for per-step figures).")
+  p.add_argument("--top", type=int, default=12, help="Top ops to list.")
+  args = p.parse_args(argv)
+  trace = (args.directory if os.path.isfile(args.directory)
+           else newest(args.directory, "*.trace.json.gz"))
+  if trace is None:
+    p.error(f"{args.directory}: no *.trace.json.gz under it.")
+  hlo = args.hlo or (None if os.path.isfile(args.directory)
+                     else newest(args.directory, "*.hlo.txt"))
+  text = open(hlo).read() if hlo else None
+  kinds, top, busy = summarize(trace, text, args.steps)
+  print(f"trace: {trace}\nHLO: {hlo or 'none (kinds from op names)'}; "
+        f"{args.steps} step(s)\n")
+  print(format_table(kinds, top, busy, args.top))
+
+
+if __name__ == "__main__":
+  main()

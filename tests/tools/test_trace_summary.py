@@ -1,0 +1,134 @@
+"""trace_summary: kinds and FLOPs of a traced step's ops."""
+
+import jax
+import pytest
+
+from big_vision_like import sharding
+from big_vision_like.tools import benchmark
+from big_vision_like.tools import trace_summary
+
+# A hand-written module in the shapes of the ops XLA:CPU and XLA:GPU emit.
+HLO = """HloModule jit_train_step, entry_computation_layout={(f32[8,64]{1,0})->f32[]}
+
+%fused_dot (param_0.1: f32[8,64], param_1.1: f32[64,32]) -> f32[8,32] {
+  %param_0.1 = f32[8,64]{1,0} parameter(0)
+  %param_1.1 = f32[64,32]{1,0} parameter(1)
+  ROOT %dot.3 = f32[8,32]{1,0} dot(%param_0.1, %param_1.1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_conv (param_0.2: f32[8,32,32,3], param_1.2: f32[16,16,3,32]) -> f32[8,2,2,32] {
+  %param_0.2 = f32[8,32,32,3]{3,2,1,0} parameter(0)
+  %param_1.2 = f32[16,16,3,32]{3,2,1,0} parameter(1)
+  ROOT %conv.1 = f32[8,2,2,32]{3,2,1,0} convolution(%param_0.2, %param_1.2), window={size=16x16 stride=16x16}, dim_labels=b01f_01io->b01f
+}
+
+%region_add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %add.9 = f32[] add(%a, %b)
+}
+
+%fused_softmax (param_0.3: f32[8,32]) -> f32[8] {
+  %param_0.3 = f32[8,32]{1,0} parameter(0)
+  %exponential.1 = f32[8,32]{1,0} exponential(%param_0.3)
+  %constant.1 = f32[] constant(0)
+  ROOT %reduce.1 = f32[8]{0} reduce(%exponential.1, %constant.1), dimensions={1}, to_apply=%region_add
+}
+
+%fused_gelu (param_0.4: f32[8,32]) -> f32[8,32] {
+  %param_0.4 = f32[8,32]{1,0} parameter(0)
+  %tanh.1 = f32[8,32]{1,0} tanh(%param_0.4)
+  ROOT %multiply.1 = f32[8,32]{1,0} multiply(%param_0.4, %tanh.1)
+}
+
+%fused_copy (param_0.5: f32[8,32]) -> f32[32,8] {
+  %param_0.5 = f32[8,32]{1,0} parameter(0)
+  ROOT %transpose.1 = f32[32,8]{1,0} transpose(%param_0.5), dimensions={1,0}
+}
+
+ENTRY %main.1 (Arg_0.1: f32[8,64], Arg_1.1: f32[64,32], Arg_2.1: f32[8,32,32,3], Arg_3.1: f32[16,16,3,32], Arg_4.1: bf16[256,768], Arg_5.1: bf16[768,2304]) -> f32[] {
+  %Arg_0.1 = f32[8,64]{1,0} parameter(0)
+  %Arg_1.1 = f32[64,32]{1,0} parameter(1)
+  %Arg_2.1 = f32[8,32,32,3]{3,2,1,0} parameter(2)
+  %Arg_3.1 = f32[16,16,3,32]{3,2,1,0} parameter(3)
+  %Arg_4.1 = bf16[256,768]{1,0} parameter(4)
+  %Arg_5.1 = bf16[768,2304]{1,0} parameter(5)
+  %ynn_fusion.1 = f32[8,32]{1,0} fusion(%Arg_0.1, %Arg_1.1), kind=kCustom, calls=%fused_dot, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
+  %conv_fusion = f32[8,2,2,32]{3,2,1,0} fusion(%Arg_2.1, %Arg_3.1), kind=kCustom, calls=%fused_conv
+  %custom-call.7 = (bf16[256,2304]{1,0}, s8[4194304]{0}) custom-call(%Arg_4.1, %Arg_5.1), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"],"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]}}}
+  %custom-call.8 = (bf16[2,197,12,64]{3,2,1,0}, f32[2,12,197]{2,1,0}, u8[0]{0}) custom-call(%Arg_4.1, %Arg_4.1, %Arg_4.1), custom_call_target="__cudnn$fmhaSoftmax"
+  %all-reduce.1 = f32[8,32]{1,0} all-reduce(%ynn_fusion.1), replica_groups={{0,1}}, to_apply=%region_add
+  %loop_reduce_fusion = f32[8]{0} fusion(%all-reduce.1), kind=kLoop, calls=%fused_softmax
+  %gelu_fusion = f32[8,32]{1,0} fusion(%all-reduce.1), kind=kLoop, calls=%fused_gelu
+  %transpose_copy_fusion = f32[32,8]{1,0} fusion(%gelu_fusion), kind=kLoop, calls=%fused_copy
+  %sort.1 = f32[8]{0} sort(%loop_reduce_fusion), dimensions={0}, to_apply=%region_add
+  ROOT %reduce.2 = f32[] reduce(%sort.1, %constant.1), dimensions={0}, to_apply=%region_add
+}
+"""
+
+
+def test_kinds_and_flops_of_a_hand_written_module():
+  got = trace_summary.classify(*trace_summary.parse_hlo(HLO))
+  assert got["ynn_fusion.1"] == ("matmul", 2 * 8 * 32 * 64)
+  # Patch embedding: 8 images x 4 patches x 32 features, each 16*16*3 MACs.
+  assert got["conv_fusion"] == ("matmul", 2 * 8 * 4 * 32 * (16 * 16 * 3))
+  assert got["custom-call.7"] == ("matmul", 2 * 256 * 2304 * 768)
+  assert got["custom-call.8"] == ("attention", 0.0)
+  assert got["all-reduce.1"][0] == "collective"
+  assert got["loop_reduce_fusion"][0] == "reduction"
+  assert got["gelu_fusion"][0] == "elementwise"
+  assert got["transpose_copy_fusion"][0] == "data movement"
+  assert got["sort.1"][0] == "other"
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_NNT", "matmul"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32", "matmul"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop", "attention"),
+    ("loop_add_fusion.12", "elementwise"),
+    ("input_reduce_fusion.3", "reduction"),
+    ("transpose_copy_fusion.4", "data movement"),
+    ("ncclDevKernel_AllReduce_Sum_f32_RING_LL", "collective"),
+])
+def test_kinds_from_names_alone(name, kind):
+  assert trace_summary.kind_from_name(name) == kind
+
+
+@pytest.fixture(scope="module")
+def traced_step(tmp_path_factory):
+  """A tiny ViT's train step traced by `benchmark` (one device)."""
+  path = str(tmp_path_factory.mktemp("profile"))
+  one_device = sharding.make_mesh(devices=jax.devices()[:1])
+  benchmark.step_benchmark("vit", "mu/16", 32, 8, 1, "float32", one_device,
+                           profile_dir=path)
+  return path
+
+
+def test_matmul_flops_of_a_traced_step_equal_a_hand_count(traced_step):
+  path = traced_step
+  with open(f"{path}/step.hlo.txt") as f:
+    text = f.read()
+  kinds, top, busy = trace_summary.summarize(
+      trace_summary.newest(path, "*.trace.json.gz"), text,
+      benchmark.PROFILE_STEPS)
+  # Per image, forward (as in test_benchmark): stem 4x768x32, q/k/v/out
+  # 4 x 4x32x32, attention 2 x 2 heads x 4x4x16, MLP 2 x 4x32x128, head
+  # 32x1000, in MACs. The backward doubles all but the stem (no image
+  # gradient), so a step is 2 stem + 3 rest.
+  stem = 4 * 768 * 32 * 2
+  rest = (4 * 4 * 32 * 32 + 2 * 2 * 4 * 4 * 16 + 2 * 4 * 32 * 128
+          + 32 * 1000) * 2
+  assert kinds["matmul"]["flops"] == pytest.approx(8 * (2 * stem + 3 * rest))
+  assert kinds["matmul"]["count"] > 0 and kinds["elementwise"]["count"] > 0
+  total = sum(k["ms"] for k in kinds.values())
+  assert total == pytest.approx(sum(t[0] for t in top))
+  assert 0 < busy <= 1
+
+
+def test_command_line_prints_the_table(traced_step, capsys):
+  trace_summary.main([traced_step, "--steps", "3", "--top", "4"])
+  out = capsys.readouterr().out
+  assert "HLO: " + traced_step in out and "| matmul | " in out
+  assert out.count("\n| ") >= 4 + 4
+  with pytest.raises(SystemExit):
+    trace_summary.main([traced_step + "/plugins/nothing"])
