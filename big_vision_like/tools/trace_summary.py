@@ -33,12 +33,12 @@ thread that ran it; YNNPACK's parallel matmuls count once.
 
 import argparse
 import collections
-import glob
 import gzip
 import json
 import math
-import os
 import re
+
+from big_vision_like import fs
 
 KINDS = ("matmul", "attention", "collective", "data movement", "reduction",
          "elementwise", "other")
@@ -205,13 +205,19 @@ def kind_from_name(name):
 
 
 def newest(directory, pattern):
-  files = glob.glob(os.path.join(directory, "**", pattern), recursive=True)
-  return max(files, key=os.path.getmtime) if files else None
+  """The last (by name: traces sit in `<time>` folders) file matching
+  `pattern` in `directory`, a run of it (`<time>/`) or its profile's runs
+  (`plugins/profile/<time>/`), local or remote; None if none."""
+  root = fs.path(directory)
+  files = [str(f) for glob in (pattern, f"*/{pattern}",
+                               f"plugins/profile/*/{pattern}")
+           for f in root.glob(glob)]
+  return max(files) if files else None
 
 
 def op_events(trace_path):
   """[(device, hlo_op, kernel name, start us, duration us)] of a trace."""
-  with gzip.open(trace_path) as f:
+  with fs.open(trace_path, "rb") as raw, gzip.open(raw) as f:
     events = json.load(f)["traceEvents"]
   procs = {e["pid"]: e["args"]["name"] for e in events
            if e.get("ph") == "M" and e.get("name") == "process_name"}
@@ -301,13 +307,13 @@ def main(argv=None):
                  help="Steps the trace holds (for per-step figures).")
   p.add_argument("--top", type=int, default=12, help="Top ops to list.")
   args = p.parse_args(argv)
-  trace = (args.directory if os.path.isfile(args.directory)
-           else newest(args.directory, "*.trace.json.gz"))
+  is_dir = fs.isdir(args.directory)
+  trace = (newest(args.directory, "*.trace.json.gz") if is_dir
+           else args.directory if fs.exists(args.directory) else None)
   if trace is None:
-    p.error(f"{args.directory}: no *.trace.json.gz under it.")
-  hlo = args.hlo or (None if os.path.isfile(args.directory)
-                     else newest(args.directory, "*.hlo.txt"))
-  text = open(hlo).read() if hlo else None
+    p.error(f"{args.directory}: no *.trace.json.gz there.")
+  hlo = args.hlo or (newest(args.directory, "*.hlo.txt") if is_dir else None)
+  text = fs.read_text(hlo) if hlo else None
   kinds, top, busy = summarize(trace, text, args.steps)
   print(f"trace: {trace}\nHLO: {hlo or 'none (kinds from op names)'}; "
         f"{args.steps} step(s)\n")
