@@ -245,38 +245,44 @@ def _busy(intervals):
 
 def summarize(trace_path, hlo_text=None, steps=1):
   """Rows {kind: dict(count, ms, flops)} per step (mean over devices), the
-  top ops [(ms per step, count, kind, op, GFLOP/run)], and the devices'
-  mean busy share of the traced window."""
+  top ops [(ms per step, runs per step, kind, op, GFLOP per run)], and the
+  devices' mean busy share of the traced window.
+
+  An op's runs are its events over the kernel names it launches (a GEMM
+  may launch a second, reducing kernel; on a CPU every op is one event).
+  """
   events = op_events(trace_path)
   if not events:
     raise ValueError(f"{trace_path}: no op events with an `hlo_op` (was the "
                      "step traced while it ran?).")
   known = classify(*parse_hlo(hlo_text)) if hlo_text else {}
-  devices = sorted({e[0] for e in events})
-  per = len(devices) * steps
-  kinds = {k: dict(count=0.0, ms=0.0, flops=0.0) for k in KINDS}
-  ops = collections.defaultdict(lambda: [0.0, 0, "", 0.0])
+  per = len({e[0] for e in events}) * steps
+  ops = collections.defaultdict(lambda: dict(events=0, kernels=set(), ms=0.0))
   spans = collections.defaultdict(list)
   for device, op, kernel, ts, dur in events:
-    kind, flops = known.get(op) or (kind_from_name(f"{op} {kernel}"), 0.0)
-    row = kinds[kind]
-    row["count"] += 1 / per
-    row["ms"] += dur / 1e3 / per
-    row["flops"] += flops / per
     o = ops[op]
-    o[0] += dur / 1e3 / per
-    o[1] += 1
-    o[2], o[3] = kind, flops / 1e9
+    o["events"] += 1
+    o["kernels"].add(kernel)
+    o["ms"] += dur / 1e3 / per
     spans[device].append((ts, ts + dur))
+  kinds = {k: dict(count=0.0, ms=0.0, flops=0.0) for k in KINDS}
+  top = []
+  for op, o in ops.items():
+    kind, flops = known.get(op) or (
+        kind_from_name(" ".join([op, *o["kernels"]])), 0.0)
+    runs = o["events"] / len(o["kernels"]) / per
+    row = kinds[kind]
+    row["count"] += runs
+    row["ms"] += o["ms"]
+    row["flops"] += flops * runs
+    top.append((o["ms"], runs, kind, op, flops / 1e9))
   busy = [b / s for b, s in (_busy(v) for v in spans.values()) if s > 0]
-  top = sorted(((v[0], v[1] / per, v[2], k, v[3]) for k, v in ops.items()),
-               reverse=True)
-  return kinds, top, sum(busy) / max(len(busy), 1)
+  return kinds, sorted(top, reverse=True), sum(busy) / max(len(busy), 1)
 
 
 def format_table(kinds, top, busy, n_top=12):
   total = sum(r["ms"] for r in kinds.values())
-  lines = ["| kind | ops / step | ms / step | share | GFLOP / step | "
+  lines = ["| kind | runs / step | ms / step | share | GFLOP / step | "
            "TFLOP/s |", "|---|---|---|---|---|---|"]
   for kind, r in kinds.items():
     if not r["count"]:

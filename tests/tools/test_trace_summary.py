@@ -1,5 +1,8 @@
 """trace_summary: kinds and FLOPs of a traced step's ops."""
 
+import gzip
+import json
+
 import jax
 import pytest
 
@@ -132,3 +135,37 @@ def test_command_line_prints_the_table(traced_step, capsys):
   assert out.count("\n| ") >= 4 + 4
   with pytest.raises(SystemExit):
     trace_summary.main([traced_step + "/plugins/nothing"])
+
+
+def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
+  """Events as a GPU trace has them (a process per device, kernels named
+  by CUDA, `hlo_op` in their args): a cuBLAS GEMM that launches two
+  kernels counts one run, and its FLOPs once."""
+  meta = [{"ph": "M", "name": "process_name", "pid": p,
+           "args": {"name": f"/device:GPU:{p}"}} for p in (1, 2)]
+  kernels = [("custom-call.7", "nvjet_hsh_256x128_splitK", 300.0),
+             ("custom-call.7", "cublasLt::splitKreduce_kernel", 20.0),
+             ("custom-call.8", "cudnn_sdpa_flash_fprop", 100.0),
+             ("gelu_fusion", "loop_multiply_fusion", 30.0)]
+  events, ts = [], 0.0
+  for pid in (1, 2):
+    for _ in range(2):  # Steps.
+      for op, name, dur in kernels:
+        events.append({"ph": "X", "pid": pid, "tid": 7, "ts": ts,
+                       "dur": dur, "name": name,
+                       "args": {"hlo_op": op, "hlo_module": "jit_step"}})
+        ts += dur + 10.0  # 10 us idle between kernels.
+  path = tmp_path / "gpu.trace.json.gz"
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": meta + events}, f)
+  kinds, top, busy = trace_summary.summarize(str(path), HLO, steps=2)
+  gemm = 2 * 256 * 2304 * 768
+  assert kinds["matmul"] == {"count": 1, "ms": 0.32, "flops": gemm}
+  assert kinds["attention"]["ms"] == pytest.approx(0.1)
+  assert kinds["elementwise"]["count"] == 1
+  assert top[0] == (0.32, 1, "matmul", "custom-call.7", gemm / 1e9)
+  assert busy == pytest.approx(450 / 490, rel=0.02)
+  # Without the HLO: kinds from the kernels' names, no FLOPs.
+  kinds, _, _ = trace_summary.summarize(str(path), None, steps=2)
+  assert kinds["matmul"]["count"] == 1 and kinds["matmul"]["flops"] == 0
+  assert kinds["attention"]["count"] == 1
