@@ -12,8 +12,8 @@ Reads the newest `*.trace.json.gz` under the directory (what
 (`hlo_op`: XLA:CPU's thunks, the GPU kernels XLA launches), per device,
 into kinds:
 
-- `matmul`: dots and convolutions (cuBLAS calls, and fusions around a dot:
-  YNNPACK's, Triton's GEMMs);
+- `matmul`: dots and convolutions (cuBLAS and cuDNN calls, and fusions
+  around a dot: YNNPACK's, Triton's GEMMs);
 - `attention`: fused attention calls (cuDNN's flash attention);
 - `collective`: all-reduce, all-gather, ... ;
 - `data movement`: copies, transposes, slices, pads and fusions of
@@ -115,7 +115,8 @@ def _target(instr):
 
 
 def _flops(instr, instrs):
-  """FLOPs of a dot, a convolution or a cuBLAS GEMM call (2 per MAC)."""
+  """FLOPs of a dot, a convolution, a cuBLAS GEMM or a cuDNN convolution
+  call (2 per MAC; a cuDNN call keeps the replaced convolution's labels)."""
   out = _dims(instr["shape"])
   if out is None:
     return 0.0
@@ -132,7 +133,7 @@ def _flops(instr, instrs):
       return 0.0
     contract = [int(d.strip('" ')) for d in m.group(1).split(",") if d.strip()]
     return 2.0 * math.prod(out) * math.prod(lhs[d] for d in contract)
-  if op == "convolution":
+  if op == "convolution" or (op == "custom-call" and "conv" in target):
     rhs, m = operand(1), re.search(r"dim_labels=\w+_(\w+)->", attrs)
     if rhs is None or not m or "o" not in m.group(1):
       return 0.0
@@ -168,7 +169,7 @@ def classify(instrs, comps):
         flops += f
     if any(k in target for k in ("fmha", "flash", "attention")):
       kind = "attention"
-    elif ops & {"dot", "convolution"} or flops:
+    elif ops & {"dot", "convolution"} or flops or "conv" in target:
       kind = "matmul"
     elif any(op.startswith(c) for c in _COLLECTIVES):
       kind = "collective"

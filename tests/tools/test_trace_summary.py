@@ -59,6 +59,7 @@ ENTRY %main.1 (Arg_0.1: f32[8,64], Arg_1.1: f32[64,32], Arg_2.1: f32[8,32,32,3],
   %ynn_fusion.1 = f32[8,32]{1,0} fusion(%Arg_0.1, %Arg_1.1), kind=kCustom, calls=%fused_dot, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
   %conv_fusion = f32[8,2,2,32]{3,2,1,0} fusion(%Arg_2.1, %Arg_3.1), kind=kCustom, calls=%fused_conv
   %custom-call.7 = (bf16[256,2304]{1,0}, s8[4194304]{0}) custom-call(%Arg_4.1, %Arg_5.1), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"],"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]}}}
+  %custom-call.9 = (f32[8,2,2,32]{3,2,1,0}, u8[0]{0}) custom-call(%Arg_2.1, %Arg_3.1), window={size=16x16 stride=16x16}, dim_labels=b01f_01io->b01f, custom_call_target="__cudnn$convForward"
   %custom-call.8 = (bf16[2,197,12,64]{3,2,1,0}, f32[2,12,197]{2,1,0}, u8[0]{0}) custom-call(%Arg_4.1, %Arg_4.1, %Arg_4.1), custom_call_target="__cudnn$fmhaSoftmax"
   %all-reduce.1 = f32[8,32]{1,0} all-reduce(%ynn_fusion.1), replica_groups={{0,1}}, to_apply=%region_add
   %loop_reduce_fusion = f32[8]{0} fusion(%all-reduce.1), kind=kLoop, calls=%fused_softmax
@@ -75,6 +76,7 @@ def test_kinds_and_flops_of_a_hand_written_module():
   assert got["ynn_fusion.1"] == ("matmul", 2 * 8 * 32 * 64)
   # Patch embedding: 8 images x 4 patches x 32 features, each 16*16*3 MACs.
   assert got["conv_fusion"] == ("matmul", 2 * 8 * 4 * 32 * (16 * 16 * 3))
+  assert got["custom-call.9"] == got["conv_fusion"]  # cuDNN's.
   assert got["custom-call.7"] == ("matmul", 2 * 256 * 2304 * 768)
   assert got["custom-call.8"] == ("attention", 0.0)
   assert got["all-reduce.1"][0] == "collective"
