@@ -189,6 +189,16 @@ def held_bytes(compiled):
           + m["memory/step_output_bytes"] - m["memory/step_alias_bytes"])
 
 
+def compile_for_memory(lowered):
+  """`lowered.compile()` for its memory analysis alone: on a GPU without
+  autotuning its matmuls, which takes most of a compile there and changes
+  little but cuBLAS's workspaces (the headroom `fit_batch`'s callers keep
+  covers them)."""
+  gpu = jax.default_backend() == "gpu"
+  return lowered.compile(
+      compiler_options={"xla_gpu_autotune_level": 0} if gpu else None)
+
+
 def fit_batch(need, unit, budget, *, what="the step", devices=1):
   """The largest multiple of `unit` whose `need(batch)` is <= `budget`.
 

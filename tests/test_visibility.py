@@ -91,6 +91,17 @@ def test_fit_batch_finds_the_largest_multiple_that_fits(budget):
     visibility.fit_batch(lambda b: 100, unit=8, budget=1000)
 
 
+@pytest.mark.parametrize("backend, options", [
+    ("gpu", {"xla_gpu_autotune_level": 0}), ("cpu", None), ("tpu", None)])
+def test_compile_for_memory_skips_autotuning_on_gpus(backend, options,
+                                                    monkeypatch):
+  class Lowered:
+    def compile(self, compiler_options=None):
+      return compiler_options
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  assert visibility.compile_for_memory(Lowered()) == options
+
+
 def test_step_flops_of_a_sharded_matmul():
   m, n, k = 64, 32, 16
   mesh = sharding.make_mesh()

@@ -26,7 +26,6 @@ fits with K, and (with `--steps`) how fast it runs.
 """
 
 import argparse
-import functools
 import time
 
 import jax
@@ -98,24 +97,23 @@ def compile_row(k, mesh, batch_size, limit=None, **kw):
   """Compiles the step with `grad_accum_steps=k` at `batch_size`, or, with
   `batch_size="max"`, at the largest global batch whose step holds at most
   `FIT_FRACTION` of `limit` bytes per device (multiples of 8 examples per
-  device per micro-batch).
+  device per micro-batch; the search compiles for memory alone,
+  `visibility.compile_for_memory`).
 
   Returns:
     (global batch, compiled step, its shapes (see `lower_step`), seconds
     of its lowering and compile).
   """
-  @functools.cache
-  def compiled(b):
-    t0 = time.perf_counter()
-    lowered, shapes = lower_step(k, mesh, b, **kw)
-    return lowered.compile(), shapes, time.perf_counter() - t0
-
   if batch_size == "max":
     batch_size, _ = visibility.fit_batch(
-        lambda b: visibility.held_bytes(compiled(b)[0]), 8 * mesh.size * k,
-        FIT_FRACTION * limit, what=f"grad_accum_steps={k}",
-        devices=mesh.size)
-  return (batch_size, *compiled(batch_size))
+        lambda b: visibility.held_bytes(visibility.compile_for_memory(
+            lower_step(k, mesh, b, **kw)[0])),
+        8 * mesh.size * k, FIT_FRACTION * limit,
+        what=f"grad_accum_steps={k}", devices=mesh.size)
+  t0 = time.perf_counter()
+  lowered, shapes = lower_step(k, mesh, batch_size, **kw)
+  compiled = lowered.compile()
+  return batch_size, compiled, shapes, time.perf_counter() - t0
 
 
 def _time(compiled, shapes, steps, batch_size, **shape):

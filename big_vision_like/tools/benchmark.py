@@ -212,7 +212,7 @@ def step_bytes(model_name, variant, res, batch_size, dtype_mm, mesh=None,
   """
   lowered, _, _ = lower_step(model_name, variant, res, batch_size, dtype_mm,
                              mesh, shapes_only=True, **model_kw)
-  return visibility.held_bytes(lowered.compile())
+  return visibility.held_bytes(visibility.compile_for_memory(lowered))
 
 
 def largest_batch(model_name, variant, res, dtype_mm, limit, mesh=None, *,
