@@ -250,7 +250,9 @@ def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
     fs.makedirs(profile_dir)
     with fs.open(fs.join(profile_dir, "step.hlo.txt"), "w") as f:
       f.write(run.compiled.as_text())
-    jax.profiler.start_trace(profile_dir)
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0  # Device ops only (a smaller trace).
+    jax.profiler.start_trace(profile_dir, profiler_options=options)
     try:
       for _ in range(PROFILE_STEPS):
         run()

@@ -71,7 +71,7 @@ if [[ $PART == 3 ]]; then
   # Where ViT-B/16's step time goes (tools/trace_summary.py): its kernels
   # by kind, the matmuls' FLOP rate, the GPU's idle share.
   PROF=/tmp/bvl_profile/vit_B16_b$LARGEST
-  timeout 70 $BENCH --models vit:B/16 --batch_size "$LARGEST" --steps 5 \
+  timeout 90 $BENCH --models vit:B/16 --batch_size "$LARGEST" --steps 5 \
     --profile_dir /tmp/bvl_profile 2>&1 | grep "^| vit:B" \
     | sed "s/^| vit:B\/16/| vit:B\/16 (profiled)/" | tee -a "$OUT/steps.md"
   timeout 40 $PY -m big_vision_like.tools.trace_summary "$PROF" --steps 3 \
