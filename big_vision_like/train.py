@@ -478,7 +478,7 @@ def _train_loop(setup, state, step_fn, evals, writer, start, preempt):
         lowered = step_fn.lower(state, batch)
         step_fn = lowered.compile()
         compile_sec = time.perf_counter() - t0
-        setup.profiler.save_hlo(step_fn)
+        setup.profiler.save_hlo(step_fn, step)
         flops = visibility.step_flops(lowered)
         memory = visibility.step_memory(step_fn)
         writer.write(step, {"compile_sec": compile_sec, **memory,

@@ -203,10 +203,10 @@ def fit_batch(need, unit, budget, *, what="the step", devices=1):
   """The largest multiple of `unit` whose `need(batch)` is <= `budget`.
 
   `need(batch)`: bytes per device of a step at that global batch (e.g.
-  `held_bytes` of its compiled step), about affine in the batch. Compiles
-  at `unit` and 2 `unit` draw a line; each batch the line predicts is
-  tried and the line re-drawn through it, until the largest batch that fits
-  is next to the smallest known not to (usually 3-4 calls of `need`).
+  `held_bytes` of its compiled step), about affine in the batch. Its
+  values at `unit` and 2 `unit` draw a line; each batch the line predicts
+  is tried and the line re-drawn through it, until the largest batch that
+  fits is next to the smallest known not to (usually 3-4 calls of `need`).
 
   Returns:
     (batch, need(batch)).
@@ -541,11 +541,12 @@ class Profiler:
       self.active = True
     return jax.profiler.StepTraceAnnotation("train", step_num=step)
 
-  def save_hlo(self, compiled, name="train_step"):
+  def save_hlo(self, compiled, step, name="train_step"):
     """Writes the compiled step's HLO text as `workdir/profile/NAME.hlo.txt`
-    (process 0; nothing without a trace), so `tools/trace_summary.py` can
-    tell the traced ops' kinds and FLOPs."""
-    if self.logdir is None or jax.process_index() != 0:
+    (process 0; nothing if no step from `step` on is traced), so
+    `tools/trace_summary.py` can tell the traced ops' kinds and FLOPs."""
+    if (self.logdir is None or step > self.last_step
+        or jax.process_index() != 0):
       return None
     fs.makedirs(self.logdir)
     path = fs.join(self.logdir, f"{name}.hlo.txt")

@@ -219,11 +219,18 @@ def test_profiler_resumed_or_disabled_or_ended_early(tmp_path):
   assert _run_steps(past, range(5, 7)) == []  # Resumed after the window.
   off = visibility.Profiler.from_config(str(tmp_path / "off"), None)
   assert _run_steps(off, range(1, 4)) == []
+  compiled = jax.jit(lambda x: x + 1).lower(1.0).compile()
+  assert past.save_hlo(compiled, step=5) is None  # No trace to go with it.
+  assert off.save_hlo(compiled, step=1) is None
   assert not os.listdir(tmp_path)
   inside = visibility.Profiler(str(tmp_path), first_step=2, num_steps=10)
   assert _run_steps(inside, range(3, 5)) == [3, 4]  # Resumed; run ends.
   assert not inside.active
   assert _trace_files(str(tmp_path))
+  hlo = inside.save_hlo(compiled, step=3)
+  assert hlo == str(tmp_path / "profile" / "train_step.hlo.txt")
+  with open(hlo) as f:
+    assert "ENTRY" in f.read()
 
 
 def test_profiler_config_errors(tmp_path):
