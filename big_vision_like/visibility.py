@@ -178,6 +178,12 @@ def step_memory(compiled):
   return out
 
 
+# The share of a device's memory a step found by a batch search may hold
+# (the rest: what XLA's analysis does not see, cuDNN's workspaces,
+# fragmentation).
+FIT_FRACTION = 0.9
+
+
 def held_bytes(compiled):
   """Bytes per device a compiled step holds (XLA's memory analysis):
   arguments + temporaries + the outputs that do not reuse donated arguments.

@@ -41,7 +41,7 @@ from big_vision_like import visibility
 DEFAULT_SHAPE = dict(image_variant="B/16", text_variant="B", res=224,
                      text_len=64, dtype_mm="float32")
 
-FIT_FRACTION = 0.9  # `--batch_size max`: the share of memory a step may hold.
+FIT_FRACTION = visibility.FIT_FRACTION  # `--batch_size max`'s share.
 
 
 def _model(image_variant, text_variant, dtype_mm, **_):

@@ -71,9 +71,7 @@ from big_vision_like.registry import LOSSES
 from big_vision_like.registry import MODELS
 
 matmul_peak = visibility.matmul_peak  # Shared with the trainer's MFU.
-# `--batch_size max`: the share of device memory a step may hold (the rest:
-# what XLA's analysis does not see, cuDNN's workspaces, fragmentation).
-FIT_FRACTION = 0.9
+FIT_FRACTION = visibility.FIT_FRACTION  # `--batch_size max`'s share.
 PROFILE_STEPS = 3  # Steps traced with --profile_dir.
 
 _MODELS = flags.DEFINE_list("models", ["vit:S/16"],
