@@ -155,6 +155,9 @@ def parse_args(argv=None):
                                        and int(args.batch_size) > 0):
     p.error(f"--batch_size {args.batch_size}: expected a positive integer "
             "or `max`.")
+  if not all(k.isdigit() and int(k) > 0 for k in args.grad_accum.split(",")):
+    p.error(f"--grad_accum {args.grad_accum}: expected positive integers, "
+            "comma-separated.")
   args.limit = (args.memory_limit_gib * 2**30 if args.memory_limit_gib else
                 visibility.memory_stats().get("memory/bytes_limit_min"))
   if args.batch_size == "max" and not args.limit:

@@ -25,11 +25,13 @@ def test_largest_batch_with_accumulation_fits_and_the_next_does_not():
 @pytest.mark.parametrize("argv, error", [
     (["--batch_size", "0"], "--batch_size 0: expected a positive integer"),
     (["--batch_size", "max"], "this device reports no memory limit"),
+    (["--grad_accum", "1,0"], "--grad_accum 1,0: expected positive integers"),
 ])
 def test_bad_command_lines_name_the_flag(argv, error, capsys):
   with pytest.raises(SystemExit):
     accum_benchmark.parse_args(argv)
   assert error in capsys.readouterr().err
-  args = accum_benchmark.parse_args(argv[:1] + ["max", "--memory_limit_gib",
-                                                "0.5", "--res", "64"])
+  args = accum_benchmark.parse_args(["--batch_size", "max",
+                                     "--memory_limit_gib", "0.5",
+                                     "--res", "64"])
   assert (args.limit, args.res, args.image_variant) == (2**29, 64, "B/16")
