@@ -16,16 +16,16 @@ MODEL `big_vision` (google-research/big_vision's ViT, from the checkout),
 this process's jax); HOST_MEMORY `default` (glibc's malloc defaults, as
 big_vision runs), `keep` or `keep_arenas` (`host_memory`; at a revision
 without it, glibc's defaults whatever the row says, and the row's name says
-so); DEVICES the
-CPU devices (`auto` or N, `cpu_devices`; N only for `ours@REV`). The servers
-are timed in turn, one step each, round after round; no process is the
-driver's, so none is favoured by the order or by sharing the driver's
-memory; the first `--warmup` rounds are not counted (a process's first
-steps after compiling are slower). `--dtype_mm bfloat16` times every row
-with bfloat16 matmuls. Prints examples/s (median) and each row's ratio to
-the first: the ratio of the medians, and the median and range of the
-ratios of the steps of one round (the machine's speed drifts between
-rounds, less within one).
+so); DEVICES the CPU devices (`auto` or N, `cpu_devices`; N only for
+`ours@REV`). The servers are timed in turn, one step each, round after
+round; no process is the driver's, so none is favoured by the order or by
+sharing the driver's memory; the first `--warmup` rounds are not counted (a
+process's first steps after compiling are slower). `--dtype_mm bfloat16`
+times every row with bfloat16 matmuls. Prints examples/s (median) and each
+row's ratio to the first: the ratio of the medians, and the median and
+range of the ratios of the steps of one round (the machine's speed drifts
+between rounds, less within one).
+
 The default rows: big_vision as big_vision runs it, our step before
 `host_memory` and `cpu_devices`, with `host_memory` only, and as the
 project runs now.
