@@ -4,10 +4,11 @@ Small pieces the trainer calls:
 
 - `param_count`, `param_table`, `write_param_table`: every parameter's
   shape, dtype, count and sharding (also written to `workdir/params.txt`).
-- `memory_stats`: device memory in use and its peak, where the backend
-  reports it (GPU, TPU; not CPU); `step_memory`: XLA's static memory
-  analysis of the compiled step (every backend); `held_bytes`, `fit_batch`:
-  what a compiled step holds per device, and the largest batch that fits.
+- `memory_stats`, `memory_limit`: device memory in use, its peak and its
+  limit, where the backend reports them (GPU, TPU; not CPU); `step_memory`:
+  XLA's static memory analysis of the compiled step (every backend);
+  `held_bytes`, `fit_batch`: what a compiled step holds per device, and the
+  largest batch that fits.
 - `step_flops`, `peak_flops_per_device`, `mfu`, `utilisation`: model FLOP
   utilisation = the step's FLOPs (XLA cost analysis) / step time / the
   devices' peak (`PEAK_FLOPS`, a measured matmul, or a given number).
@@ -154,6 +155,12 @@ def memory_stats(devices=None):
       suffix = "max" if reduce is max else "min"
       out[f"memory/{key}_{suffix}"] = float(reduce(values))
   return out
+
+
+def memory_limit(gib=None):
+  """Bytes per device a step may hold: `gib` GiB if given, else the
+  smallest limit the devices report (None where none is: a CPU)."""
+  return gib * 2**30 if gib else memory_stats().get("memory/bytes_limit_min")
 
 
 def step_memory(compiled):

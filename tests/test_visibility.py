@@ -71,6 +71,8 @@ def test_memory_stats():
       "memory/bytes_limit_min": 79.0 * gib}
   # The CPU backend reports nothing.
   assert visibility.memory_stats(jax.devices()[:2]) == {}
+  assert visibility.memory_limit() is None
+  assert visibility.memory_limit(1.5) == 1.5 * gib
 
 
 @pytest.mark.parametrize("budget", [999, 1000, 1001, 1234, 5000, 77_777])

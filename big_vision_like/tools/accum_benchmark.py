@@ -158,8 +158,7 @@ def parse_args(argv=None):
   if not all(k.isdigit() and int(k) > 0 for k in args.grad_accum.split(",")):
     p.error(f"--grad_accum {args.grad_accum}: expected positive integers, "
             "comma-separated.")
-  args.limit = (args.memory_limit_gib * 2**30 if args.memory_limit_gib else
-                visibility.memory_stats().get("memory/bytes_limit_min"))
+  args.limit = visibility.memory_limit(args.memory_limit_gib)
   if args.batch_size == "max" and not args.limit:
     p.error("--batch_size max: this device reports no memory limit (a CPU); "
             "pass --memory_limit_gib.")

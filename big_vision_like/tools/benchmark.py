@@ -466,8 +466,7 @@ def main(argv):
 
 def _largest_batch(name, variant, model_kw):
   """`largest_batch` for the flags, with a line saying what it found."""
-  limit = (_MEMORY.value * 2**30 if _MEMORY.value else
-           visibility.memory_stats().get("memory/bytes_limit_min"))
+  limit = visibility.memory_limit(_MEMORY.value)
   if not limit:
     raise app.UsageError("--batch_size max: this device reports no memory "
                          "limit (a CPU); pass --memory_limit_gib.")

@@ -177,7 +177,7 @@ def classify(instrs, comps):
       kind = "reduction"
     elif ops <= _MOVES:
       kind = "data movement"
-    elif op == "fusion" or (op not in _OTHER and op != "custom-call"):
+    elif op == "fusion" or op not in _OTHER:
       kind = "elementwise"
     else:
       kind = "other"
