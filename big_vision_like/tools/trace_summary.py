@@ -217,20 +217,28 @@ def newest(directory, pattern):
 
 
 def op_events(trace_path):
-  """[(device, hlo_op, kernel name, start us, duration us)] of a trace."""
+  """[(device, hlo_op, kernel name, start us, duration us)] of a trace.
+
+  Where the trace has accelerator processes (`/device:GPU:0`, ...), their
+  events alone (a host thread's event naming an op is its launch); else
+  (XLA:CPU) the host's, each device by its `device_ordinal`.
+  """
   with fs.open(trace_path, "rb") as raw, gzip.open(raw) as f:
     events = json.load(f)["traceEvents"]
   procs = {e["pid"]: e["args"]["name"] for e in events
            if e.get("ph") == "M" and e.get("name") == "process_name"}
-  out = []
+  by_process = collections.defaultdict(list)
   for e in events:
     args = e.get("args") or {}
     if e.get("ph") != "X" or "hlo_op" not in args:
       continue
-    device = args.get("device_ordinal", procs.get(e["pid"], e["pid"]))
-    out.append((str(device), args["hlo_op"], e.get("name", ""),
-                float(e["ts"]), float(e.get("dur", 0.0))))
-  return out
+    process = str(procs.get(e["pid"], e["pid"]))
+    device = (process if process.startswith("/device:")
+              else str(args.get("device_ordinal", process)))
+    by_process[process.startswith("/device:")].append(
+        (device, args["hlo_op"], e.get("name", ""), float(e["ts"]),
+         float(e.get("dur", 0.0))))
+  return by_process[True] or by_process[False]
 
 
 def _busy(intervals):

@@ -144,7 +144,13 @@ def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
   by CUDA, `hlo_op` in their args): a cuBLAS GEMM that launches two
   kernels counts one run, and its FLOPs once."""
   meta = [{"ph": "M", "name": "process_name", "pid": p,
-           "args": {"name": f"/device:GPU:{p}"}} for p in (1, 2)]
+           "args": {"name": f"/device:GPU:{p - 1}"}} for p in (1, 2)]
+  meta.append({"ph": "M", "name": "process_name", "pid": 9,
+               "args": {"name": "/host:CPU"}})
+  # The host's launch of an op names it too: not device time.
+  launch = {"ph": "X", "pid": 9, "tid": 1, "ts": 0.0, "dur": 5.0,
+            "name": "custom-call.7",
+            "args": {"hlo_op": "custom-call.7", "device_ordinal": "0"}}
   kernels = [("custom-call.7", "nvjet_hsh_256x128_splitK", 300.0),
              ("custom-call.7", "cublasLt::splitKreduce_kernel", 20.0),
              ("custom-call.8", "cudnn_sdpa_flash_fprop", 100.0),
@@ -159,7 +165,7 @@ def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
         ts += dur + 10.0  # 10 us idle between kernels.
   path = tmp_path / "gpu.trace.json.gz"
   with gzip.open(path, "wt") as f:
-    json.dump({"traceEvents": meta + events}, f)
+    json.dump({"traceEvents": meta + events + [launch]}, f)
   kinds, top, busy = trace_summary.summarize(str(path), HLO, steps=2)
   gemm = 2 * 256 * 2304 * 768
   assert kinds["matmul"] == {"count": 1, "ms": 0.32, "flops": gemm}
