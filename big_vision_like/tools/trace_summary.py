@@ -82,7 +82,7 @@ def _dims(shape):
 
 def parse_hlo(text):
   """Instructions of an HLO module's text: {name: dict(opcode, shape,
-  operands, attrs, computation, calls)} and {computation: [names]}."""
+  operands, attrs, calls)} and {computation: [names]}."""
   instrs, comps, comp = {}, collections.defaultdict(list), None
   for line in text.splitlines():
     c = _COMPUTATION.match(line)
@@ -104,7 +104,7 @@ def parse_hlo(text):
     attrs = args[end + 1:]
     calls = re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", attrs)
     instrs[name] = dict(opcode=opcode, shape=shape, operands=operands,
-                        attrs=attrs, computation=comp, calls=calls)
+                        attrs=attrs, calls=calls)
     comps[comp].append(name)
   return instrs, dict(comps)
 
@@ -143,30 +143,25 @@ def _flops(instr, instrs):
 
 def classify(instrs, comps):
   """{instruction name: (kind, FLOPs of one run)} from `parse_hlo`."""
-  memo = {}
+  out = {}
 
-  def inner(comp):  # Opcodes and FLOPs of a fused computation, recursively.
+  def fused(calls):  # Opcodes and FLOPs of fused computations, recursively.
     ops, flops = set(), 0.0
-    for name in comps.get(comp, ()):
+    for name in (n for comp in calls for n in comps.get(comp, ())):
       instr = instrs[name]
       ops.add(instr["opcode"])
       flops += _flops(instr, instrs)
       if instr["opcode"] == "fusion":
-        for sub in instr["calls"]:
-          o, f = inner(sub)
-          ops |= o
-          flops += f
+        o, f = fused(instr["calls"])
+        ops |= o
+        flops += f
     return ops, flops
 
   for name, instr in instrs.items():
     op, target = instr["opcode"], _target(instr).lower()
-    ops, flops = {op}, _flops(instr, instrs)
-    if op == "fusion":  # A fusion is what it fuses.
-      ops = set()
-      for sub in instr["calls"]:
-        o, f = inner(sub)
-        ops |= o
-        flops += f
+    # A fusion is what it fuses.
+    ops, flops = (fused(instr["calls"]) if op == "fusion"
+                  else ({op}, _flops(instr, instrs)))
     if any(k in target for k in ("fmha", "flash", "attention")):
       kind = "attention"
     elif ops & {"dot", "convolution"} or flops or "conv" in target:
@@ -181,8 +176,8 @@ def classify(instrs, comps):
       kind = "elementwise"
     else:
       kind = "other"
-    memo[name] = (kind, flops)
-  return memo
+    out[name] = (kind, flops)
+  return out
 
 
 def kind_from_name(name):
