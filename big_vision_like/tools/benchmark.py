@@ -95,9 +95,9 @@ _BIG_VISION = flags.DEFINE_string(
 _ATTENTION = flags.DEFINE_string("attention_impl", None,
                                  "ViT attention kernel (models/attention.py).")
 _PROFILE = flags.DEFINE_string(
-    "profile_dir", None, "Trace 3 more steps of each row (not --compare's) "
-    "into DIR/<model>_b<batch>/, with the step's HLO, for "
-    "tools/trace_summary.py.")
+    "profile_dir", None, "Trace 3 more steps of each of our rows (with "
+    "--compare, after the timing; the others are not traced) into "
+    "DIR/<model>_b<batch>/, with the step's HLO, for tools/trace_summary.py.")
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "auto", "CPU-only runs: 'auto' or N devices "
     "(cpu_devices.py).")
@@ -237,26 +237,32 @@ def step_benchmark(model_name, variant, res, batch_size, steps, dtype_mm,
                    mesh=None, *, profile_dir=None, **model_kw):
   """Returns (median seconds per step, FLOPs per step); see `build_step`.
 
-  With `profile_dir`, PROFILE_STEPS more steps run under `jax.profiler`
-  (the trace in `profile_dir/plugins/profile/`) and the compiled step's HLO
-  goes to `profile_dir/step.hlo.txt`, for `tools/trace_summary.py`.
+  With `profile_dir`, `trace_steps` after the timed steps, for
+  `tools/trace_summary.py`.
   """
   run, flops = build_step(model_name, variant, res, batch_size, dtype_mm,
                           mesh, **model_kw)
   sec = float(np.median([run() for _ in range(steps)]))
   if profile_dir:
-    fs.makedirs(profile_dir)
-    with fs.open(fs.join(profile_dir, "step.hlo.txt"), "w") as f:
-      f.write(run.compiled.as_text())
-    options = jax.profiler.ProfileOptions()
-    options.python_tracer_level = 0  # Device ops only (a smaller trace).
-    jax.profiler.start_trace(profile_dir, profiler_options=options)
-    try:
-      for _ in range(PROFILE_STEPS):
-        run()
-    finally:
-      jax.profiler.stop_trace()
+    trace_steps(run, profile_dir)
   return sec, flops
+
+
+def trace_steps(run, profile_dir):
+  """Runs PROFILE_STEPS more steps of `run` (of `build_step`) under
+  `jax.profiler` (the trace in `profile_dir/plugins/profile/`) and writes
+  the compiled step's HLO to `profile_dir/step.hlo.txt`."""
+  fs.makedirs(profile_dir)
+  with fs.open(fs.join(profile_dir, "step.hlo.txt"), "w") as f:
+    f.write(run.compiled.as_text())
+  options = jax.profiler.ProfileOptions()
+  options.python_tracer_level = 0  # Device ops only (a smaller trace).
+  jax.profiler.start_trace(profile_dir, profiler_options=options)
+  try:
+    for _ in range(PROFILE_STEPS):
+      run()
+  finally:
+    jax.profiler.stop_trace()
 
 
 class StepServer:
@@ -287,20 +293,22 @@ class StepServer:
     self.proc.wait()
 
 
-def timm_step(spec, batch_size, res, dtype_mm, matmul_size=0):
+def timm_step(spec, batch_size, res, dtype_mm, matmul_size=0, *,
+              host_memory_mode="default"):
   """timm's model of the size of `spec` (`TIMM_NAMES`), in a subprocess;
-  with `matmul_size`, its `note` says torch's matmul peak at that size."""
+  with `matmul_size`, its `note` says torch's matmul peak at that size.
+  Host memory as `host_memory_mode`: by default glibc's malloc defaults, as
+  a timm user runs (the server is imported through big_vision_like, whose
+  import would set host_memory's options)."""
   if spec not in TIMM_NAMES:
     raise ValueError(f"--compare timm: no timm model known for {spec!r}; "
                      f"known: {sorted(TIMM_NAMES)}.")
-  # glibc's malloc defaults, as a timm user runs (the server is imported
-  # through big_vision_like, whose import would set host_memory's options).
   return StepServer(
       [sys.executable, "-m", "big_vision_like.tools.torch_step",
        "--model", TIMM_NAMES[spec], "--batch_size", str(batch_size),
        "--res", str(res), "--dtype_mm", dtype_mm,
        "--matmul_size", str(matmul_size)], f"timm {TIMM_NAMES[spec]}",
-      env={**os.environ, host_memory.ENV: "default"})
+      env={**os.environ, host_memory.ENV: host_memory_mode})
 
 
 def jax_step(spec, batch_size, res, dtype_mm, name, *, big_vision_dir=None,
@@ -354,12 +362,14 @@ def _own_peak(note):
 
 
 def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
-            model_kw, against=("timm",), big_vision_dir=None, matmul_size=0):
+            model_kw, against=("timm",), big_vision_dir=None, matmul_size=0,
+            profile_dir=None):
   """Rows for our step and each of `against` (see the module doc), timed in
   turn `steps` times each, then a ratio row per comparison. With
   `matmul_size`, timm's process also measures torch's own matmul peak, and
   a row gives timm's utilisation against it: how much of the gap between
-  the steps is the frameworks' matmul kernels."""
+  the steps is the frameworks' matmul kernels. With `profile_dir`, our step
+  (not the others) is traced after the timing (`trace_steps`)."""
   name, _, variant = spec.partition(":")
   ours, flops = build_step(name, variant or None, res, batch_size, dtype_mm,
                            **model_kw)
@@ -392,6 +402,8 @@ def compare(spec, batch_size, steps, res, dtype_mm, devices, peak,
                          f"{COMPARISONS}.")
     runners += [(s.name, s.run) for s in servers]
     sec = time_in_turn(runners, steps)
+    if profile_dir:
+      trace_steps(ours, profile_dir)
   finally:
     for s in servers:
       s.close()
@@ -449,14 +461,14 @@ def main(argv):
     for batch_size in _BATCH.value:
       batch_size = (_largest_batch(name, variant or None, kw)
                     if batch_size == "max" else int(batch_size))
+      prof = _PROFILE.value and fs.join(
+          _PROFILE.value, re.sub(r"\W", "", f"{name}_{variant}") +
+          f"_b{batch_size}")
       if _COMPARE.value:
         rows = compare(spec, batch_size, _STEPS.value, _RES.value,
                        _DTYPE.value, devices, peak, kw, _COMPARE.value,
-                       _BIG_VISION.value, _MATMUL.value)
+                       _BIG_VISION.value, _MATMUL.value, profile_dir=prof)
       else:
-        prof = _PROFILE.value and fs.join(
-            _PROFILE.value, re.sub(r"\W", "", f"{name}_{variant}") +
-            f"_b{batch_size}")
         sec, flops = step_benchmark(name, variant or None, _RES.value,
                                     batch_size, _STEPS.value, _DTYPE.value,
                                     profile_dir=prof, **kw)

@@ -4,16 +4,19 @@ r"""ViT-S/16 train steps, each in its own process: model x host memory x devices
   # The four rows of the host-memory comparison (one CPU device each):
   python experiments/cpu_speed/own_processes.py --big_vision_dir ~/big_vision \
       --rows big_vision:default:1,big_vision:keep:1,ours:default:1,ours:keep:1
-  # Against the step as the project ran it when the speed issue was filed:
+  # Against the step as the project ran it when the speed issue was filed,
+  # and timm's (the `torch` extra), all in one run:
   python experiments/cpu_speed/own_processes.py \
-      --rows ours@65e8951:default:1,ours:keep:auto --steps 30
+      --rows ours@65e8951:default:1,ours:keep:auto,timm:default:auto --steps 30
 
 Each row `MODEL:HOST_MEMORY:DEVICES` is a step server (`tools/jax_step.py`):
 MODEL `big_vision` (google-research/big_vision's ViT, from the checkout),
-`ours`, or `ours@REV`: this repository's package at git revision REV
+`ours`, `ours@REV`: this repository's package at git revision REV
 (exported with `git archive` to a temporary folder and run by
 `step_at_revision.py`: the model, optimizer and step of that revision, with
-this process's jax); HOST_MEMORY `default` (glibc's malloc defaults, as
+this process's jax), or `timm` (timm's model of the same size in eager
+PyTorch, `tools/torch_step.py`, on all of torch's threads: DEVICES `auto`);
+HOST_MEMORY `default` (glibc's malloc defaults, as
 big_vision runs), `keep` or `keep_arenas` (`host_memory`; at a revision
 without it, glibc's defaults whatever the row says, and the row's name says
 so); DEVICES the CPU devices (`auto` or N, `cpu_devices`; N only for
@@ -53,15 +56,16 @@ def parse_rows(text):
   for row in text.split(","):
     parts = row.split(":")
     if (len(parts) != 3
-        or not (parts[0] in ("big_vision", "ours")
+        or not (parts[0] in ("big_vision", "ours", "timm")
                 or parts[0].startswith("ours@") and len(parts[0]) > 5)
         or parts[1] not in host_memory.MODES[1:]
         or not (parts[2] == "auto" or parts[2].isdigit())
-        or parts[0].startswith("ours@") and not parts[2].isdigit()):
+        or parts[0].startswith("ours@") and not parts[2].isdigit()
+        or parts[0] == "timm" and parts[2] != "auto"):
       raise ValueError(f"--rows {row!r}: expected MODEL:HOST_MEMORY:DEVICES "
-                       "with MODEL big_vision|ours|ours@REV, HOST_MEMORY "
+                       "with MODEL big_vision|ours|ours@REV|timm, HOST_MEMORY "
                        "default|keep|keep_arenas, DEVICES auto|N (N for "
-                       "ours@REV).")
+                       "ours@REV, auto for timm).")
     rows.append(tuple(parts))
   return rows
 
@@ -121,6 +125,10 @@ def main():
                                    args.dtype_mm, mode, devices, tmp)
           except ValueError as e:
             parser.error(str(e))
+        elif model == "timm":
+          server = benchmark.timm_step(f"vit:{args.variant}", args.batch_size,
+                                       224, args.dtype_mm,
+                                       host_memory_mode=mode)
         else:
           spec = ("big_vision:" if model == "big_vision" else "") + (
               f"vit:{args.variant}")

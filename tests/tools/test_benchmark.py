@@ -63,7 +63,7 @@ HAS_TIMM = importlib.util.find_spec("timm") is not None
 
 
 @pytest.mark.skipif(not HAS_TIMM, reason="needs the torch extra")
-def test_compare_timm_alternates_both_steps(monkeypatch):
+def test_compare_timm_alternates_both_steps(monkeypatch, tmp_path):
   # A one-block ViT on our side keeps the compile short; timm's model is
   # the smallest it has (the protocol is what is tested here).
   monkeypatch.setitem(benchmark.TIMM_NAMES, "vit:mu/16",
@@ -71,8 +71,11 @@ def test_compare_timm_alternates_both_steps(monkeypatch):
   rows = benchmark.compare("vit:mu/16", batch_size=8, steps=2, res=32,
                            dtype_mm="float32", devices=8, peak=1e12,
                            model_kw={"attention_impl": "xla"},
-                           matmul_size=256)
+                           matmul_size=256, profile_dir=str(tmp_path))
   ours, timm_row, own_peak_row, ratio = rows
+  # Our step (alone) was traced after the timing, with its HLO.
+  assert "ENTRY" in (tmp_path / "step.hlo.txt").read_text()
+  assert list(tmp_path.glob("plugins/profile/*/*.trace.json.gz"))
   assert ours.startswith("| vit:mu/16 | 8 |")
   assert timm_row.startswith(
       "| timm vit_tiny_patch16_224 (matmul peak ")

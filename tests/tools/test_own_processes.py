@@ -45,3 +45,31 @@ def test_revision_row_keeps_the_callers_other_xla_flags(
   assert seen["env"]["XLA_FLAGS"] == want
   assert seen["env"]["BIG_VISION_LIKE_HOST_MEMORY"] == "keep"
   assert seen["name"] == "ours@abc123"
+
+
+def test_rows_parse_and_a_timm_row_runs_on_all_threads(own_processes):
+  assert own_processes.parse_rows(
+      "ours@65e8951:default:1,ours:keep:auto,timm:default:auto") == [
+          ("ours@65e8951", "default", "1"), ("ours", "keep", "auto"),
+          ("timm", "default", "auto")]
+  for bad in ("timm:default:2", "ours@abc:keep:auto", "torch:keep:1",
+              "ours:fast:1", "ours:keep"):
+    with pytest.raises(ValueError, match="MODEL:HOST_MEMORY:DEVICES"):
+      own_processes.parse_rows(bad)
+
+
+@pytest.mark.parametrize("mode", ["default", "keep"])
+def test_timm_server_gets_the_rows_host_memory(own_processes, monkeypatch,
+                                               mode):
+  seen = {}
+
+  class Server:
+    def __init__(self, argv, name, env):
+      seen.update(argv=argv, name=name, env=env)
+
+  monkeypatch.setattr(own_processes.benchmark, "StepServer", Server)
+  own_processes.benchmark.timm_step("vit:S/16", 16, 224, "float32",
+                                    host_memory_mode=mode)
+  assert seen["env"]["BIG_VISION_LIKE_HOST_MEMORY"] == mode
+  assert seen["argv"][seen["argv"].index("--model") + 1] == (
+      "vit_small_patch16_224")
