@@ -50,8 +50,8 @@ test: $(STAMP)
 
 # The multi-process runs (two jax.distributed processes training, SIGTERM to
 # one of them, gathering evaluators), the kill-and-resume on a gs:// workdir
-# bf16 training, the NFNet recipe run and benchmark --compare big_vision: a few
-# minutes of CPU, run by CI after `make test`.
+# bf16 training, the NFNet recipe run, benchmark --compare big_vision and the
+# six notebooks in Jupyter kernels: a few minutes, run by CI after `make test`.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=10 -m slow
 

@@ -4,7 +4,8 @@ Each notebook is copied to a temp dir and executed top to bottom with
 BVL_NOTEBOOK_QUICK=1 (the notebooks then train fewer steps; every cell still
 runs), on one CPU device. Any cell error fails the test; every figure the
 notebook displays is saved next to the copy and checked to be a real image
-(not blank); the run must fit its time budget.
+(not blank); the run must fit its time budget. Marked `slow` (about 200 s of
+CPU for the six: `make test-slow`, which CI runs after `make test`).
 """
 
 import glob
@@ -24,8 +25,8 @@ matplotlib_image = pytest.importorskip("matplotlib.image")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colabs", "*.ipynb")))
 # Seconds of kernel time each notebook may take in its quick run on the
-# 2-core CI machine (about 2x what it takes there while the rest of the
-# suite runs beside it).
+# 2-core CI machine (4-5x what it takes there while other tests run beside
+# it).
 BUDGET_SEC = 150
 # Figures each notebook draws (at least).
 MIN_FIGURES = {
@@ -51,6 +52,7 @@ def _kernel_env():
   return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_and_draws(path, tmp_path):
   name = os.path.basename(path)
