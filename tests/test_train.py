@@ -157,7 +157,7 @@ def test_profiled_steps_and_their_hlo_sum_by_kind(tmp_path):
   assert os.path.exists(os.path.join(profile, "train_step.hlo.txt"))
   with open(os.path.join(profile, "train_step.hlo.txt")) as f:
     hlo = f.read()
-  kinds, _, _ = trace_summary.summarize(
+  kinds, _, _, _ = trace_summary.summarize(
       trace_summary.newest(profile, "*.trace.json.gz"), hlo, steps=2)
   # Per device (8 devices, 4 images each), in MACs per image: the stem
   # (16 patches of 4x4x1 pixels to width 16), then q/k/v/out projections,

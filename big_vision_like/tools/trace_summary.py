@@ -29,6 +29,13 @@ and the rate they ran at; without it, by their names. The table also gives
 each device's busy share of the traced window (the rest: waiting for the
 host, launches, the input). On a CPU an op's time is its wall time on the
 thread that ran it; YNNPACK's parallel matmuls count once.
+
+With the HLO, a second table splits the time by phase of the step, read
+from each op's JAX name stack (its `op_name` metadata): `forward` (under
+`jvp(...)`: the model and the loss), `backward` (under `transpose(...)`),
+`update and rest` (named ops outside both: the optimizer update, gradient
+clipping, the schedule, metrics) and `unattributed` (ops without a name
+that XLA made: layout copies, some collectives).
 """
 
 import argparse
@@ -42,6 +49,7 @@ from big_vision_like import fs
 
 KINDS = ("matmul", "attention", "collective", "data movement", "reduction",
          "elementwise", "other")
+PHASES = ("forward", "backward", "update and rest", "unattributed")
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter",
                 "collective-permute", "all-to-all", "collective-broadcast")
 _MOVES = {"parameter", "copy", "transpose", "bitcast", "reshape", "slice",
@@ -55,6 +63,7 @@ _OTHER = {"sort", "while", "conditional", "call", "rng", "rng-bit-generator",
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = (.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+) \(.*\{$")
 _SHAPE = re.compile(r"^[a-z]\w*\[([\d,]*)\]")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
 
 
 def _split_type(rest):
@@ -82,7 +91,7 @@ def _dims(shape):
 
 def parse_hlo(text):
   """Instructions of an HLO module's text: {name: dict(opcode, shape,
-  operands, attrs, calls)} and {computation: [names]}."""
+  operands, attrs, calls, op_name)} and {computation: [names]}."""
   instrs, comps, comp = {}, collections.defaultdict(list), None
   for line in text.splitlines():
     c = _COMPUTATION.match(line)
@@ -103,8 +112,10 @@ def parse_hlo(text):
     operands = re.findall(r"%?([\w.\-]+)(?:,|$)", args[:end].replace(" ", ""))
     attrs = args[end + 1:]
     calls = re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", attrs)
+    op_name = _OP_NAME.search(attrs)
     instrs[name] = dict(opcode=opcode, shape=shape, operands=operands,
-                        attrs=attrs, calls=calls)
+                        attrs=attrs, calls=calls,
+                        op_name=op_name.group(1) if op_name else "")
     comps[comp].append(name)
   return instrs, dict(comps)
 
@@ -180,6 +191,17 @@ def classify(instrs, comps):
   return out
 
 
+def phase(op_name):
+  """The step's phase of an op from its JAX name stack (see PHASES)."""
+  if not op_name:
+    return "unattributed"
+  if "transpose(" in op_name:
+    return "backward"
+  if "jvp(" in op_name:
+    return "forward"
+  return "update and rest"
+
+
 def kind_from_name(name):
   """A kind from an op's (or kernel's) name alone, where no HLO is given."""
   n = name.lower()
@@ -249,8 +271,9 @@ def _busy(intervals):
 
 def summarize(trace_path, hlo_text=None, steps=1):
   """Rows {kind: dict(count, ms, flops)} per step (mean over devices), the
-  top ops [(ms per step, runs per step, kind, op, GFLOP per run)], and the
-  devices' mean busy share of the traced window.
+  top ops [(ms per step, runs per step, kind, op, GFLOP per run)], the
+  devices' mean busy share of the traced window, and with `hlo_text` rows
+  {phase: dict(ms, matmul_ms)} per step (see `phase`; None without it).
 
   An op's runs are its events over the kernel names it launches (a GEMM
   may launch a second, reducing kernel; on a CPU every op is one event).
@@ -259,7 +282,10 @@ def summarize(trace_path, hlo_text=None, steps=1):
   if not events:
     raise ValueError(f"{trace_path}: no op events with an `hlo_op` (was the "
                      "step traced while it ran?).")
-  known = classify(*parse_hlo(hlo_text)) if hlo_text else {}
+  instrs, comps = parse_hlo(hlo_text) if hlo_text else ({}, {})
+  known = classify(instrs, comps)
+  phases = ({p: dict(ms=0.0, matmul_ms=0.0) for p in PHASES} if hlo_text
+            else None)
   per = len({e[0] for e in events}) * steps
   ops = collections.defaultdict(lambda: dict(events=0, kernels=set(), ms=0.0))
   spans = collections.defaultdict(list)
@@ -280,11 +306,16 @@ def summarize(trace_path, hlo_text=None, steps=1):
     row["ms"] += o["ms"]
     row["flops"] += flops * runs
     top.append((o["ms"], runs, kind, op, flops / 1e9))
+    if phases is not None:
+      p = phases[phase(instrs.get(op, {}).get("op_name", ""))]
+      p["ms"] += o["ms"]
+      p["matmul_ms"] += o["ms"] if kind == "matmul" else 0.0
   busy = [b / s for b, s in (_busy(v) for v in spans.values()) if s > 0]
-  return kinds, sorted(top, reverse=True), sum(busy) / max(len(busy), 1)
+  return (kinds, sorted(top, reverse=True), sum(busy) / max(len(busy), 1),
+          phases)
 
 
-def format_table(kinds, top, busy, n_top=12):
+def format_table(kinds, top, busy, n_top=12, phases=None):
   total = sum(r["ms"] for r in kinds.values())
   lines = ["| kind | runs / step | ms / step | share | GFLOP / step | "
            "TFLOP/s |", "|---|---|---|---|---|---|"]
@@ -299,6 +330,12 @@ def format_table(kinds, top, busy, n_top=12):
   lines.append(f"| all ops | {sum(r['count'] for r in kinds.values()):.0f} "
                f"| {total:.2f} | 100% | | |")
   lines.append(f"\nDevices busy {busy:.1%} of the traced window (mean).\n")
+  if phases:
+    lines += ["| phase (JAX name stack) | ms / step | share | of it matmul ms "
+              "|", "|---|---|---|---|"]
+    lines += [f"| {p} | {r['ms']:.2f} | {r['ms'] / total:.1%} | "
+              f"{r['matmul_ms']:.2f} |" for p, r in phases.items() if r["ms"]]
+    lines.append("")
   lines += ["| op | kind | runs / step | ms / step | GFLOP / run |",
             "|---|---|---|---|---|"]
   for ms, count, kind, op, gflop in top[:n_top]:
@@ -324,10 +361,10 @@ def main(argv=None):
     p.error(f"{args.directory}: no *.trace.json.gz there.")
   hlo = args.hlo or (newest(args.directory, "*.hlo.txt") if is_dir else None)
   text = fs.read_text(hlo) if hlo else None
-  kinds, top, busy = summarize(trace, text, args.steps)
+  kinds, top, busy, phases = summarize(trace, text, args.steps)
   print(f"trace: {trace}\nHLO: {hlo or 'none (kinds from op names)'}; "
         f"{args.steps} step(s)\n")
-  print(format_table(kinds, top, busy, args.top))
+  print(format_table(kinds, top, busy, args.top, phases))
 
 
 if __name__ == "__main__":

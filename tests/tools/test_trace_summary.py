@@ -58,12 +58,12 @@ ENTRY %main.1 (Arg_0.1: f32[8,64], Arg_1.1: f32[64,32], Arg_2.1: f32[8,32,32,3],
   %Arg_5.1 = bf16[768,2304]{1,0} parameter(5)
   %ynn_fusion.1 = f32[8,32]{1,0} fusion(%Arg_0.1, %Arg_1.1), kind=kCustom, calls=%fused_dot, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
   %conv_fusion = f32[8,2,2,32]{3,2,1,0} fusion(%Arg_2.1, %Arg_3.1), kind=kCustom, calls=%fused_conv
-  %custom-call.7 = (bf16[256,2304]{1,0}, s8[4194304]{0}) custom-call(%Arg_4.1, %Arg_5.1), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"],"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]}}}
+  %custom-call.7 = (bf16[256,2304]{1,0}, s8[4194304]{0}) custom-call(%Arg_4.1, %Arg_5.1), custom_call_target="__cublas$gemm", metadata={op_name="jit(train_step)/transpose(jvp(_Model))/Dense_0/dot_general" stack_frame_id=3}, backend_config={"gemm_backend_config":{"alpha_real":1,"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"],"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]}}}
   %custom-call.9 = (f32[8,2,2,32]{3,2,1,0}, u8[0]{0}) custom-call(%Arg_2.1, %Arg_3.1), window={size=16x16 stride=16x16}, dim_labels=b01f_01io->b01f, custom_call_target="__cudnn$convForward"
-  %custom-call.8 = (bf16[2,197,12,64]{3,2,1,0}, f32[2,12,197]{2,1,0}, u8[0]{0}) custom-call(%Arg_4.1, %Arg_4.1, %Arg_4.1), custom_call_target="__cudnn$fmhaSoftmax"
+  %custom-call.8 = (bf16[2,197,12,64]{3,2,1,0}, f32[2,12,197]{2,1,0}, u8[0]{0}) custom-call(%Arg_4.1, %Arg_4.1, %Arg_4.1), custom_call_target="__cudnn$fmhaSoftmax", metadata={op_name="jit(train_step)/jvp(_Model)/Attention/dot_product_attention"}
   %all-reduce.1 = f32[8,32]{1,0} all-reduce(%ynn_fusion.1), replica_groups={{0,1}}, to_apply=%region_add
   %loop_reduce_fusion = f32[8]{0} fusion(%all-reduce.1), kind=kLoop, calls=%fused_softmax
-  %gelu_fusion = f32[8,32]{1,0} fusion(%all-reduce.1), kind=kLoop, calls=%fused_gelu
+  %gelu_fusion = f32[8,32]{1,0} fusion(%all-reduce.1), kind=kLoop, calls=%fused_gelu, metadata={op_name="jit(train_step)/mul"}
   %transpose_copy_fusion = f32[32,8]{1,0} fusion(%gelu_fusion), kind=kLoop, calls=%fused_copy
   %sort.1 = f32[8]{0} sort(%loop_reduce_fusion), dimensions={0}, to_apply=%region_add
   ROOT %reduce.2 = f32[] reduce(%sort.1, %constant.1), dimensions={0}, to_apply=%region_add
@@ -99,6 +99,20 @@ def test_kinds_from_names_alone(name, kind):
   assert trace_summary.kind_from_name(name) == kind
 
 
+@pytest.mark.parametrize("op_name, want", [
+    ("jit(train_step)/jvp(_Model)/Transformer/encoderblock_0/dot_general",
+     "forward"),
+    ("jit(train_step)/jvp()/reduce_sum", "forward"),  # The loss.
+    ("jit(train_step)/transpose(jvp(_Model))/Transformer/MlpBlock_0/mul",
+     "backward"),
+    ("jit(train_step)/mul", "update and rest"),  # optax's update.
+    ("jit(train_step)/jit(clip)/min", "update and rest"),
+    ("", "unattributed"),
+])
+def test_phase_from_the_name_stack(op_name, want):
+  assert trace_summary.phase(op_name) == want
+
+
 @pytest.fixture(scope="module")
 def traced_step(tmp_path_factory):
   """A tiny ViT's train step traced by `benchmark` (one device)."""
@@ -113,7 +127,7 @@ def test_matmul_flops_of_a_traced_step_equal_a_hand_count(traced_step):
   path = traced_step
   with open(f"{path}/step.hlo.txt") as f:
     text = f.read()
-  kinds, top, busy = trace_summary.summarize(
+  kinds, top, busy, phases = trace_summary.summarize(
       trace_summary.newest(path, "*.trace.json.gz"), text,
       benchmark.PROFILE_STEPS)
   # Per image, forward (as in test_benchmark): stem 4x768x32, q/k/v/out
@@ -128,12 +142,20 @@ def test_matmul_flops_of_a_traced_step_equal_a_hand_count(traced_step):
   total = sum(k["ms"] for k in kinds.values())
   assert total == pytest.approx(sum(t[0] for t in top))
   assert 0 < busy <= 1
+  # Every op falls in one phase; the matmuls run forward and backward, the
+  # AdamW update has none.
+  assert sum(p["ms"] for p in phases.values()) == pytest.approx(total)
+  assert phases["forward"]["matmul_ms"] > 0
+  assert phases["backward"]["matmul_ms"] > 0
+  assert phases["update and rest"]["ms"] > 0
+  assert phases["update and rest"]["matmul_ms"] == 0
 
 
 def test_command_line_prints_the_table(traced_step, capsys):
   trace_summary.main([traced_step, "--steps", "3", "--top", "4"])
   out = capsys.readouterr().out
   assert "HLO: " + traced_step in out and "| matmul | " in out
+  assert "| phase (JAX name stack) |" in out and "| backward | " in out
   assert out.count("\n| ") >= 4 + 4
   with pytest.raises(SystemExit):
     trace_summary.main([traced_step + "/plugins/nothing"])
@@ -166,7 +188,14 @@ def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
   path = tmp_path / "gpu.trace.json.gz"
   with gzip.open(path, "wt") as f:
     json.dump({"traceEvents": meta + events + [launch]}, f)
-  kinds, top, busy = trace_summary.summarize(str(path), HLO, steps=2)
+  kinds, top, busy, phases = trace_summary.summarize(str(path), HLO, steps=2)
+  # Phases from the ops' name stacks: the GEMM under transpose(jvp(...)),
+  # the attention under jvp(...), the fusion named outside both.
+  assert phases == {
+      "forward": {"ms": pytest.approx(0.1), "matmul_ms": 0.0},
+      "backward": {"ms": pytest.approx(0.32), "matmul_ms": pytest.approx(0.32)},
+      "update and rest": {"ms": pytest.approx(0.03), "matmul_ms": 0.0},
+      "unattributed": {"ms": 0.0, "matmul_ms": 0.0}}
   gemm = 2 * 256 * 2304 * 768
   assert kinds["matmul"] == {"count": 1, "ms": 0.32, "flops": gemm}
   assert kinds["attention"]["ms"] == pytest.approx(0.1)
@@ -174,6 +203,7 @@ def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
   assert top[0] == (0.32, 1, "matmul", "custom-call.7", gemm / 1e9)
   assert busy == pytest.approx(450 / 490, rel=0.02)
   # Without the HLO: kinds from the kernels' names, no FLOPs.
-  kinds, _, _ = trace_summary.summarize(str(path), None, steps=2)
+  kinds, _, _, phases = trace_summary.summarize(str(path), None, steps=2)
+  assert phases is None
   assert kinds["matmul"]["count"] == 1 and kinds["matmul"]["flops"] == 0
   assert kinds["attention"]["count"] == 1
