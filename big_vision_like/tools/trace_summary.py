@@ -32,7 +32,8 @@ thread that ran it; YNNPACK's parallel matmuls count once.
 
 With the HLO, a second table splits the time by phase of the step, read
 from each op's JAX name stack (its `op_name` metadata): `forward` (under
-`jvp(...)`: the model and the loss), `backward` (under `transpose(...)`),
+`jvp(...)`: the model and the loss), `backward` (under `transpose(...)`,
+`remat`'s recomputed forward included),
 `update and rest` (named ops outside both: the optimizer update, gradient
 clipping, the schedule, metrics) and `unattributed` (ops without a name
 that XLA made: layout copies, some collectives).
