@@ -515,7 +515,11 @@ class Profiler:
   workdir/profile` sums the trace by kind of op). Only the traced steps (and
   whatever the host does meanwhile, e.g. tf.data) are in it, not evaluators
   or checkpoints after them. A run resumed inside the window traces the
-  rest of it; one resumed past it traces nothing.
+  rest of it; one resumed past it traces nothing. In a run of several
+  processes each traces into `workdir/profile/process_<index>/`: the trace
+  files are named by host alone, so processes sharing a host (one per GPU,
+  or this project's tests) would overwrite each other's; the HLO, the same
+  program on every process, stays in `workdir/profile/`.
 
   Args:
     workdir: the run's directory; None: the profiler does nothing.
@@ -530,6 +534,9 @@ class Profiler:
                          "integer >= 1.")
     self.logdir = (None if workdir is None
                    else fs.join(workdir, PROFILE_DIR))
+    self.tracedir = self.logdir
+    if workdir is not None and jax.process_count() > 1:
+      self.tracedir = fs.join(self.logdir, f"process_{jax.process_index()}")
     self.first_step, self.last_step = first_step, first_step + num_steps - 1
     self.active = False
 
@@ -550,7 +557,7 @@ class Profiler:
     if self.logdir is None or not inside:
       return contextlib.nullcontext()
     if not self.active:
-      jax.profiler.start_trace(self.logdir)
+      jax.profiler.start_trace(self.tracedir)
       self.active = True
     return jax.profiler.StepTraceAnnotation("train", step_num=step)
 

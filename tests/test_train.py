@@ -276,10 +276,12 @@ json.dump({{"params": [np.asarray(a).tolist()
 
 @pytest.mark.slow
 def test_two_processes_train_as_one_process_on_the_same_batches(tmp_path):
-  """Also: model_init into params that FSDP spreads over both processes."""
+  """Also: model_init into params that FSDP spreads over both processes,
+  and a profile of steps 2-3: each process's trace, read together."""
   pre = str(tmp_path / "pre")
   train.train_and_evaluate(tiny_config(total_steps=2, evals={}), pre)
-  kw = dict(total_steps=6, sharding_rules=[(".*", "fsdp")], model_init=pre)
+  kw = dict(total_steps=6, sharding_rules=[(".*", "fsdp")], model_init=pre,
+            profile=dict(first_step=2, num_steps=2))
   workdir, ref = str(tmp_path / "two"), str(tmp_path / "one")
   os.makedirs(workdir)
   script = WORKER.format(port=_free_port(), root=ROOT, wd=workdir, kw=kw)
@@ -302,6 +304,13 @@ def test_two_processes_train_as_one_process_on_the_same_batches(tmp_path):
   assert np.isfinite(r0["loss"])
   for a, b in zip(r0["params"], one["params"]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Same host name, so without a folder per process one trace would
+  # overwrite the other; read together they hold both devices' matmuls.
+  found = trace_summary.traces(f"{workdir}/profile")
+  assert len(found) == 2 and "process_1" in found[1], found
+  with open(f"{workdir}/profile/train_step.hlo.txt") as f:
+    kinds, _, _, _ = trace_summary.summarize(found, f.read(), steps=2)
+  assert kinds["matmul"]["count"] > 0 and kinds["collective"]["count"] > 0
 
 
 def test_model_init_transfers_params_except_the_head(tmp_path):

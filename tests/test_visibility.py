@@ -235,6 +235,20 @@ def test_profiler_resumed_or_disabled_or_ended_early(tmp_path):
     assert "ENTRY" in f.read()
 
 
+def test_profiler_of_one_process_of_several(tmp_path, monkeypatch):
+  # Processes sharing a host would write the same `<host>.*` files: each
+  # traces into its own folder; the HLO is process 0's alone.
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  prof = visibility.Profiler(str(tmp_path), first_step=1, num_steps=1)
+  assert _run_steps(prof, range(1, 3)) == [1]
+  assert os.listdir(tmp_path / "profile") == ["process_1"]
+  runs = glob.glob(str(tmp_path / "profile/process_1/plugins/profile/*/*"))
+  assert [f for f in runs if f.endswith(".trace.json.gz")], runs
+  compiled = jax.jit(lambda x: x + 1).lower(1.0).compile()
+  assert prof.save_hlo(compiled, step=1) is None
+
+
 def test_profiler_config_errors(tmp_path):
   with pytest.raises(KeyError, match="first_stpe"):
     visibility.Profiler.from_config(str(tmp_path), {"first_stpe": 1})

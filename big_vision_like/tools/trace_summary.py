@@ -8,7 +8,8 @@ r"""Where a profiled step's device time goes, by kind of op.
 
 Reads the newest `*.trace.json.gz` under the directory (what
 `jax.profiler` writes: the trainer's `config.profile`, `benchmark
---profile_dir`) and sums the time of every op event that names an HLO op
+--profile_dir`; of a run of several processes, the newest of each
+`process_<index>/` folder, all their devices together) and sums the time of every op event that names an HLO op
 (`hlo_op`: XLA:CPU's thunks, the GPU kernels XLA launches), per device,
 into kinds:
 
@@ -234,6 +235,21 @@ def newest(directory, pattern):
   return max(files) if files else None
 
 
+def traces(directory, pattern="*.trace.json.gz"):
+  """The traces to read under `directory`: the newest of each
+  `process_<index>/` folder (the trainer's traces of a multi-process run),
+  else the newest of all (`newest`); [] if none."""
+  per_process = sorted(
+      (p for p in fs.path(directory).glob("process_*")
+       if re.fullmatch(r"process_\d+", p.name)),
+      key=lambda p: int(p.name.split("_")[1]))
+  found = [t for t in (newest(str(p), pattern) for p in per_process) if t]
+  if found:
+    return found
+  one = newest(directory, pattern)
+  return [one] if one else []
+
+
 def op_events(trace_path):
   """[(device, hlo_op, kernel name, start us, duration us)] of a trace.
 
@@ -270,19 +286,24 @@ def _busy(intervals):
   return busy, intervals[-1][1] - intervals[0][0] if intervals else 0.0
 
 
-def summarize(trace_path, hlo_text=None, steps=1):
+def summarize(trace_paths, hlo_text=None, steps=1):
   """Rows {kind: dict(count, ms, flops)} per step (mean over devices), the
   top ops [(ms per step, runs per step, kind, op, GFLOP per run)], the
   devices' mean busy share of the traced window, and with `hlo_text` rows
   {phase: dict(ms, matmul_ms)} per step (see `phase`; None without it).
 
+  `trace_paths`: a trace, or several (one per process of one run: their
+  devices are told apart by the trace's position in the list).
   An op's runs are its events over the kernel names it launches (a GEMM
   may launch a second, reducing kernel; on a CPU every op is one event).
   """
-  events = op_events(trace_path)
+  if isinstance(trace_paths, str):
+    trace_paths = [trace_paths]
+  events = [((i, device), *rest) for i, path in enumerate(trace_paths)
+            for device, *rest in op_events(path)]
   if not events:
-    raise ValueError(f"{trace_path}: no op events with an `hlo_op` (was the "
-                     "step traced while it ran?).")
+    raise ValueError(f"{', '.join(trace_paths)}: no op events with an "
+                     "`hlo_op` (was the step traced while it ran?).")
   instrs, comps = parse_hlo(hlo_text) if hlo_text else ({}, {})
   known = classify(instrs, comps)
   phases = ({p: dict(ms=0.0, matmul_ms=0.0) for p in PHASES} if hlo_text
@@ -356,15 +377,16 @@ def main(argv=None):
   p.add_argument("--top", type=int, default=12, help="Top ops to list.")
   args = p.parse_args(argv)
   is_dir = fs.isdir(args.directory)
-  trace = (newest(args.directory, "*.trace.json.gz") if is_dir
-           else args.directory if fs.exists(args.directory) else None)
-  if trace is None:
+  found = (traces(args.directory) if is_dir
+           else [args.directory] if fs.exists(args.directory) else [])
+  if not found:
     p.error(f"{args.directory}: no *.trace.json.gz there.")
   hlo = args.hlo or (newest(args.directory, "*.hlo.txt") if is_dir else None)
   text = fs.read_text(hlo) if hlo else None
-  kinds, top, busy, phases = summarize(trace, text, args.steps)
-  print(f"trace: {trace}\nHLO: {hlo or 'none (kinds from op names)'}; "
-        f"{args.steps} step(s)\n")
+  kinds, top, busy, phases = summarize(found, text, args.steps)
+  print("\n".join(f"trace: {t}" for t in found))
+  print(f"HLO: {hlo or 'none (kinds from op names)'}; {args.steps} step(s)"
+        + (f"; {len(found)} processes" if len(found) > 1 else "") + "\n")
   print(format_table(kinds, top, busy, args.top, phases))
 
 

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import pathlib
 
 import jax
 import pytest
@@ -161,16 +162,14 @@ def test_command_line_prints_the_table(traced_step, capsys):
     trace_summary.main([traced_step + "/plugins/nothing"])
 
 
-def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
-  """Events as a GPU trace has them (a process per device, kernels named
-  by CUDA, `hlo_op` in their args): a cuBLAS GEMM that launches two
-  kernels counts one run, and its FLOPs once."""
-  meta = [{"ph": "M", "name": "process_name", "pid": p,
-           "args": {"name": f"/device:GPU:{p - 1}"}} for p in (1, 2)]
-  meta.append({"ph": "M", "name": "process_name", "pid": 9,
+def _gpu_trace(path, gpus):
+  """Writes a GPU-shaped trace of 2 steps on `gpus` (see below) to `path`."""
+  meta = [{"ph": "M", "name": "process_name", "pid": g + 1,
+           "args": {"name": f"/device:GPU:{g}"}} for g in gpus]
+  meta.append({"ph": "M", "name": "process_name", "pid": 99,
                "args": {"name": "/host:CPU"}})
   # The host's launch of an op names it too: not device time.
-  launch = {"ph": "X", "pid": 9, "tid": 1, "ts": 0.0, "dur": 5.0,
+  launch = {"ph": "X", "pid": 99, "tid": 1, "ts": 0.0, "dur": 5.0,
             "name": "custom-call.7",
             "args": {"hlo_op": "custom-call.7", "device_ordinal": "0"}}
   kernels = [("custom-call.7", "nvjet_hsh_256x128_splitK", 300.0),
@@ -178,16 +177,24 @@ def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
              ("custom-call.8", "cudnn_sdpa_flash_fprop", 100.0),
              ("gelu_fusion", "loop_multiply_fusion", 30.0)]
   events, ts = [], 0.0
-  for pid in (1, 2):
+  for g in gpus:
     for _ in range(2):  # Steps.
       for op, name, dur in kernels:
-        events.append({"ph": "X", "pid": pid, "tid": 7, "ts": ts,
+        events.append({"ph": "X", "pid": g + 1, "tid": 7, "ts": ts,
                        "dur": dur, "name": name,
                        "args": {"hlo_op": op, "hlo_module": "jit_step"}})
         ts += dur + 10.0  # 10 us idle between kernels.
-  path = tmp_path / "gpu.trace.json.gz"
+  path.parent.mkdir(parents=True, exist_ok=True)
   with gzip.open(path, "wt") as f:
     json.dump({"traceEvents": meta + events + [launch]}, f)
+
+
+def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
+  """Events as a GPU trace has them (a process per device, kernels named
+  by CUDA, `hlo_op` in their args): a cuBLAS GEMM that launches two
+  kernels counts one run, and its FLOPs once."""
+  path = tmp_path / "gpu.trace.json.gz"
+  _gpu_trace(path, gpus=(0, 1))
   kinds, top, busy, phases = trace_summary.summarize(str(path), HLO, steps=2)
   # Phases from the ops' name stacks: the GEMM under transpose(jvp(...)),
   # the attention under jvp(...), the fusion named outside both.
@@ -207,3 +214,24 @@ def test_a_gpu_like_trace_with_two_kernels_per_gemm(tmp_path):
   assert phases is None
   assert kinds["matmul"]["count"] == 1 and kinds["matmul"]["flops"] == 0
   assert kinds["attention"]["count"] == 1
+
+
+def test_a_multi_process_run_reads_every_process_trace(tmp_path, capsys):
+  """The trainer's traces of a 2-process run (`process_<i>/`, each with one
+  GPU named GPU:0 and the same host name) read as one 2-device trace."""
+  one = tmp_path / "one" / "gpu.trace.json.gz"
+  _gpu_trace(one, gpus=(0, 1))
+  run = tmp_path / "run"
+  for i in (0, 1):
+    _gpu_trace(run / f"process_{i}/plugins/profile/2026_12_04_10_00_0{i}"
+               / "host.trace.json.gz", gpus=(0,))
+  (run / "train_step.hlo.txt").write_text(HLO)
+  found = trace_summary.traces(str(run))
+  assert [pathlib.Path(f).parts[-5] for f in found] == ["process_0",
+                                                        "process_1"]
+  assert (trace_summary.summarize(found, HLO, steps=2)
+          == trace_summary.summarize(str(one), HLO, steps=2))
+  trace_summary.main([str(run), "--steps", "2"])
+  out = capsys.readouterr().out
+  assert out.count("trace: ") == 2 and "2 processes" in out
+  assert "HLO: " + str(run / "train_step.hlo.txt") in out
