@@ -9,9 +9,9 @@ r"""Where a profiled step's device time goes, by kind of op.
 Reads the newest `*.trace.json.gz` under the directory (what
 `jax.profiler` writes: the trainer's `config.profile`, `benchmark
 --profile_dir`; of a run of several processes, the newest of each
-`process_<index>/` folder, all their devices together) and sums the time of every op event that names an HLO op
-(`hlo_op`: XLA:CPU's thunks, the GPU kernels XLA launches), per device,
-into kinds:
+`process_<index>/` folder, all their devices together) and sums the time
+of every op event that names an HLO op (`hlo_op`: XLA:CPU's thunks, the
+GPU kernels XLA launches), per device, into kinds:
 
 - `matmul`: dots and convolutions (cuBLAS and cuDNN calls, and fusions
   around a dot: YNNPACK's, Triton's GEMMs);
@@ -34,10 +34,10 @@ thread that ran it; YNNPACK's parallel matmuls count once.
 With the HLO, a second table splits the time by phase of the step, read
 from each op's JAX name stack (its `op_name` metadata): `forward` (under
 `jvp(...)`: the model and the loss), `backward` (under `transpose(...)`,
-`remat`'s recomputed forward included),
-`update and rest` (named ops outside both: the optimizer update, gradient
-clipping, the schedule, metrics) and `unattributed` (ops without a name
-that XLA made: layout copies, some collectives).
+`remat`'s recomputed forward included), `update and rest` (named ops
+outside both: the optimizer update, gradient clipping, the schedule,
+metrics) and `unattributed` (ops without a name that XLA made: layout
+copies, some collectives).
 """
 
 import argparse
