@@ -13,7 +13,9 @@ Small pieces the trainer calls:
   utilisation = the step's FLOPs (XLA cost analysis) / step time / the
   devices' peak (`PEAK_FLOPS`, a measured matmul, or a given number).
 - `Profiler`: a `jax.profiler` trace of a window of steps in
-  `workdir/profile/`, for TensorBoard (profile plugin) and Perfetto.
+  `workdir/profile/`, for TensorBoard (profile plugin) and Perfetto;
+  `write_hlo`: the compiled step's HLO beside a trace, for
+  `tools/trace_summary.py`.
 """
 
 import contextlib
@@ -498,6 +500,17 @@ def utilisation(flops, steps_per_sec, num_devices, peak=None):
 # ------------------------------------------------------------------ profiler
 
 
+def write_hlo(compiled, directory, name):
+  """Writes a compiled step's HLO text (with each op's `op_name` metadata,
+  which `tools/trace_summary.py` reads) to `directory/NAME.hlo.txt`;
+  returns that path."""
+  fs.makedirs(directory)
+  path = fs.join(directory, f"{name}.hlo.txt")
+  with fs.open(path, "w") as f:
+    f.write(compiled.as_text())
+  return path
+
+
 class Profiler:
   """A `jax.profiler` trace of steps first_step..first_step+num_steps-1.
 
@@ -568,11 +581,7 @@ class Profiler:
     if (self.logdir is None or step > self.last_step
         or jax.process_index() != 0):
       return None
-    fs.makedirs(self.logdir)
-    path = fs.join(self.logdir, f"{name}.hlo.txt")
-    with fs.open(path, "w") as f:
-      f.write(compiled.as_text())
-    return path
+    return write_hlo(compiled, self.logdir, name)
 
   def after(self, step, wait_for=None):
     """Stops the trace once `step`, the window's last, is done.

@@ -252,9 +252,7 @@ def trace_steps(run, profile_dir):
   """Runs PROFILE_STEPS more steps of `run` (of `build_step`) under
   `jax.profiler` (the trace in `profile_dir/plugins/profile/`) and writes
   the compiled step's HLO to `profile_dir/step.hlo.txt`."""
-  fs.makedirs(profile_dir)
-  with fs.open(fs.join(profile_dir, "step.hlo.txt"), "w") as f:
-    f.write(run.compiled.as_text())
+  visibility.write_hlo(run.compiled, profile_dir, "step")
   options = jax.profiler.ProfileOptions()
   options.python_tracer_level = 0  # Device ops only (a smaller trace).
   jax.profiler.start_trace(profile_dir, profiler_options=options)
