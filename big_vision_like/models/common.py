@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -32,73 +33,105 @@ def _materialized_transpose(x, perm):
   return y.reshape(y.shape[:-1])
 
 
-_BATCHED_MATMUL = (((2,), (1,)), ((0,), (0,)))  # [b, m, k] x [b, k, n]
+def _matmul_dims(ndim, nt):
+  """dot_general's dimension numbers of [b?, m, k] x [b?, k, n] (`nt`:
+  [b?, n, k]); the batch axis b is there when ndim == 3."""
+  contract = ((ndim - 1,), (ndim - 1 if nt else ndim - 2,))
+  return contract, ((0,), (0,)) if ndim == 3 else ((), ())
 
 
-@jax.custom_vjp
-def _batched_matmul(a, c):
-  """a [b, m, k] @ c [b, k, n] in bfloat16, accumulated in float32."""
-  return jax.lax.dot_general(a.astype(jnp.bfloat16), c.astype(jnp.bfloat16),
-                             _BATCHED_MATMUL,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _batched_matmul(a, c, nt):
+  """a [b?, m, k] @ c [b?, k, n] (`nt`: c [b?, n, k], c^T), accumulated in
+  float32; bfloat16 operands are multiplied in bfloat16."""
+  return jax.lax.dot_general(a, c, _matmul_dims(a.ndim, nt),
                              preferred_element_type=jnp.float32)
 
 
-def _batched_matmul_fwd(a, c):
-  return _batched_matmul(a, c), (a, c)
+def _batched_matmul_fwd(a, c, nt):
+  return _batched_matmul(a, c, nt), (a, c)
 
 
-def _batched_matmul_bwd(residuals, g):
-  """da = g c^T, dc = a^T g, each from canonical bf16 dots: the operand
-  that needs transposing is copied transposed, or, where that is cheaper,
-  the other operand and the product (gradient = (product)^T)."""
+def _batched_matmul_bwd(nt, residuals, g):
+  """da = g c^T, dc = a^T g (c [b?, k, n]) or g^T a (`nt`), as dots whose
+  left operand is read along its last axis (the form XLA:CPU gives
+  YNNPACK): a left operand that needs transposing is copied transposed, or,
+  where that copies less, the other one and the product (gradient =
+  (product)^T). bfloat16 (never `nt`) reads the right operand as [b?, k, n]
+  too, its kernels' only layout."""
   a, c = residuals
-  g, a16, c16 = (x.astype(jnp.bfloat16) for x in (g, a, c))
-  m, k, n = a.shape[1], a.shape[2], c.shape[2]
-  t = lambda x: _materialized_transpose(x, (0, 2, 1))
-  dot = lambda x, y: jax.lax.dot_general(x, y, _BATCHED_MATMUL,
-                                         preferred_element_type=jnp.float32)
-  da = dot(g, t(c16)) if k * n <= m * (n + k) else t(dot(c16, t(g)))
-  dc = dot(t(a16), g) if m * k <= n * (m + k) else t(dot(t(g), a16))
+  g = g.astype(a.dtype)
+  r = a.ndim
+  t = lambda x: _materialized_transpose(x, (*range(r - 2), r - 1, r - 2))
+  dot = lambda x, y, y_nt=False: jax.lax.dot_general(
+      x, y, _matmul_dims(r, y_nt), preferred_element_type=jnp.float32)
+  m, k = a.shape[-2:]
+  n = c.shape[-2] if nt else c.shape[-1]
+  if nt:  # g [b?, m, n] @ c [b?, n, k]; dc [b?, n, k] = g^T a.
+    da = dot(g, c)
+    dc = dot(t(g), a) if m * n <= k * (m + n) else t(dot(t(a), g))
+  else:
+    if a.dtype == jnp.bfloat16:
+      da = dot(g, t(c)) if k * n <= m * (n + k) else t(dot(c, t(g)))
+    else:  # float32 kernels read c [b?, k, n] as c^T directly.
+      da = dot(g, c, y_nt=True)
+    dc = dot(t(a), g) if m * k <= n * (m + k) else t(dot(t(g), a))
   return da.astype(a.dtype), dc.astype(c.dtype)
 
 
 _batched_matmul.defvjp(_batched_matmul_fwd, _batched_matmul_bwd)
 
 
+def _cpu_route(*operands):
+  """"bfloat16" / "float32" where `dot_general` takes its CPU path, else
+  None (other dtypes, other backends)."""
+  dtype = jnp.result_type(*operands)
+  if jax.default_backend() != "cpu" or dtype not in (jnp.bfloat16,
+                                                     jnp.float32):
+    return None
+  return jnp.dtype(dtype).name
+
+
 def _cpu_bfloat16(*operands):
-  return (jnp.result_type(*operands) == jnp.bfloat16
-          and jax.default_backend() == "cpu")
+  return _cpu_route(*operands) == "bfloat16"
 
 
-# Checkpoint names of `dot_general`'s bfloat16-on-CPU products (a custom
-# VJP), without and with batch dimensions.
+# Checkpoint names of `dot_general`'s products on CPU (a custom VJP),
+# without and with batch dimensions.
 DOT_NAMES = ("common.dot_general", "common.dot_general_batched")
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None,
                 preferred_element_type=None, **kwargs):
-  """`jax.lax.dot_general`, fast for bfloat16 operands on CPU.
+  """`jax.lax.dot_general`, with gradients in the layouts XLA:CPU runs fast.
 
-  XLA:CPU gives a bfloat16 dot to YNNPACK's bfloat16 kernels (AMX or
-  AVX512-BF16: 4-5x its float32 matmul on the AMX Xeon of the README) only
-  when it accumulates in float32 and reads both operands in the canonical
-  layout ([b, m, k] x [b, k, n]); otherwise it converts both to float32
-  and runs its generic dot, slower than float32 throughout. On CPU, a
-  bfloat16 dot is therefore computed as that canonical batched matmul,
-  forward and backward (a custom VJP whose two gradient matmuls read
-  materialised transposes). The value is the dot of the same bfloat16
-  operands accumulated in float32, as a GPU's or TPU's bfloat16 matmul
-  computes it, but returned in float32 unless `preferred_element_type`
-  says otherwise: XLA:CPU's bfloat16 elementwise ops and reductions (a
-  bias add's gradient, GELU) are slower than its float32 ones, so on CPU
+  On CPU, XLA gives a dot to YNNPACK's kernels only when the left operand
+  is read along its last (contracting) axis, and, in bfloat16 (AMX or
+  AVX512-BF16: 4-5x its float32 matmul on the AMX Xeon of the README), only
+  when it accumulates in float32 and reads the right operand as [b, k, n];
+  other dots run on XLA's generic (Eigen) dot: in bfloat16 slower than
+  float32 throughout, in float32 about half YNNPACK's speed. A gradient
+  matmul often has that other form (a weight's gradient contracts over the
+  batch and token axes, its leading ones), and XLA, left to itself, copies
+  the larger operand transposed and returns the gradient transposed, so
+  that the optimizer's update reads it transposed too. On CPU, a float32 or
+  bfloat16 dot is therefore computed as a batched matmul of those forms,
+  forward and backward (a custom VJP whose gradient matmuls read
+  materialised transposes of the cheaper operands, and return every
+  gradient in its operand's layout). The value is the same dot
+  accumulated in float32, as a GPU's or TPU's bfloat16 matmul computes it,
+  returned in float32 unless `preferred_element_type` says otherwise:
+  XLA:CPU's bfloat16 elementwise ops and reductions (a bias add's
+  gradient, GELU) are slower than its float32 ones, so on CPU
   `dtype_mm="bfloat16"` rounds the matmuls' operands, not the activations
   between them. Callers cast the operands of the next matmul. `precision`
-  has no effect on that path (products of bfloat16 numbers are exact in
-  float32). Other dtypes and backends call `jax.lax.dot_general`
-  unchanged. Use as flax's
+  has no effect on that path (XLA:CPU multiplies float32 in float32, and
+  products of bfloat16 numbers are exact in float32). Other dtypes and
+  backends call `jax.lax.dot_general` unchanged. Use as flax's
   `nn.Dense(dot_general=...)`, or through `einsum`.
   """
-  if not _cpu_bfloat16(lhs, rhs):
+  route = _cpu_route(lhs, rhs)
+  if route is None:
     return jax.lax.dot_general(lhs, rhs, dimension_numbers,
                                precision=precision,
                                preferred_element_type=preferred_element_type,
@@ -106,12 +139,23 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None,
   (lc, rc), (lb, rb) = (tuple(map(tuple, d)) for d in dimension_numbers)
   lf = tuple(i for i in range(lhs.ndim) if i not in lc + lb)
   rf = tuple(i for i in range(rhs.ndim) if i not in rc + rb)
+  # [b, m, k] with batch dims, [m, k] without (XLA:CPU drops a unit batch
+  # axis from a dot, and the op's name with it).
   size = lambda x, dims: math.prod(x.shape[i] for i in dims)
+  batch = (size(lhs, lb),) if lb else ()
   a = _materialized_transpose(lhs, lb + lf + lc).reshape(
-      size(lhs, lb), size(lhs, lf), size(lhs, lc))
-  c = _materialized_transpose(rhs, rb + rc + rf).reshape(
-      size(rhs, rb), size(rhs, rc), size(rhs, rf))
-  y = _batched_matmul(a, c)
+      *batch, size(lhs, lf), size(lhs, lc))
+  # float32 kernels read the right operand as [b, k, n] or [b, n, k]: no
+  # copy where it already is in one of them.
+  nt = route == "float32" and rb + rf + rc == tuple(range(rhs.ndim)) and (
+      rb + rc + rf != rb + rf + rc)
+  order = rb + rf + rc if nt else rb + rc + rf
+  c = _materialized_transpose(rhs, order).reshape(
+      *batch, *((size(rhs, rf), size(rhs, rc)) if nt
+                else (size(rhs, rc), size(rhs, rf))))
+  if route == "bfloat16":
+    a, c = a.astype(jnp.bfloat16), c.astype(jnp.bfloat16)
+  y = _batched_matmul(a, c, nt)
   shape = [lhs.shape[i] for i in lb + lf] + [rhs.shape[i] for i in rf]
   # A remat policy sees a custom VJP, not a dot: the name lets the policies
   # that save dots save this one too (`remat_policy`).
@@ -252,7 +296,8 @@ def head(num_classes, zeroinit):
   kernel (classifiers start at uniform predictions).
   """
   init = nn.initializers.zeros if zeroinit else nn.linear.default_kernel_init
-  return nn.Dense(num_classes, name="head", kernel_init=init)
+  return nn.Dense(num_classes, name="head", kernel_init=init,
+                  dot_general=dot_general)
 
 
 def _shape(x):

@@ -205,50 +205,135 @@ def test_bfloat16_dot_general_values_and_gradients(spec, sa, sb):
                                rtol=tol, atol=tol * np.abs(ref).max())
 
 
+# float32 cases where the right operand is read as [b, n, k] (no copy):
+# logits, and dx = g w^T; and ones where dc = g^T a is computed both ways.
+F32_CASES = DOT_CASES + [
+    ("bsd,btd->bst", (2, 3, 4), (2, 6, 4)),
+    ("btd,fd->btf", (2, 5, 8), (6, 8)),
+    ("btd,fd->btf", (2, 5, 16), (2, 16)),
+    ("td,fd->tf", (2, 8), (8, 8)),
+]
+
+
+@pytest.mark.parametrize("spec,sa,sb", F32_CASES)
+def test_float32_dot_general_values_and_gradients(spec, sa, sb):
+  rng = np.random.default_rng(1)
+  a, b = (rng.standard_normal(s).astype(np.float32) for s in (sa, sb))
+  g = rng.standard_normal(np.einsum(spec, a, b).shape).astype(np.float32)
+  lhs, rhs = spec.split("->")[0].split(",")
+  out = spec.split("->")[1]
+  f64 = lambda x: np.asarray(x, np.float64)
+  want = np.einsum(spec, f64(a), f64(b))
+  want_da = np.einsum(f"{out},{rhs}->{lhs}", f64(g), f64(b))
+  want_db = np.einsum(f"{lhs},{out}->{rhs}", f64(a), f64(g))
+  y, vjp = jax.vjp(lambda a, b: common.einsum(spec, a, b), jnp.asarray(a),
+                   jnp.asarray(b))
+  da, db = vjp(jnp.asarray(g))
+  for got, ref in [(y, want), (da, want_da), (db, want_db)]:
+    assert got.dtype == jnp.float32 and got.shape == ref.shape
+    np.testing.assert_allclose(f64(got), ref, rtol=1e-5,
+                               atol=1e-5 * np.abs(ref).max())
+
+
+def _stablehlo_dots(fn, *args):
+  hlo = jax.jit(jax.value_and_grad(fn, tuple(range(len(args))))).lower(
+      *args).as_text()
+  return [l for l in hlo.splitlines() if "stablehlo.dot_general" in l]
+
+
+def _matmul_form(line):
+  """"nn" ([b, m, k] x [b, k, n] or [m, k] x [k, n]), "nt" (right operand
+  [b, n, k] / [n, k]) or None, of a StableHLO dot_general line."""
+  batched = "batching_dims = [0] x [0]" in line
+  if not batched and "batching_dims" in line:
+    return None
+  last = 2 if batched else 1
+  for form, rhs in (("nn", last - 1), ("nt", last)):
+    if f"contracting_dims = [{last}] x [{rhs}]" in line:
+      return form
+  return None
+
+
 def test_dot_general_fast_path_is_canonical_bfloat16_matmuls():
   """On CPU every dot of a bf16 dense layer's forward and backward reaches
   XLA as a canonical [b, m, k] x [b, k, n] bf16 dot with f32 output (the
-  form XLA:CPU gives its bf16 kernels); float32 is left to lax unchanged."""
+  form XLA:CPU gives its bf16 kernels)."""
   x = jnp.ones((4, 6, 8), jnp.bfloat16)
   w = jnp.ones((8, 5), jnp.bfloat16)
-  loss = lambda x, w: jnp.sum(common.einsum("btd,df->btf", x, w))
-  hlo = jax.jit(jax.value_and_grad(loss, (0, 1))).lower(x, w).as_text()
-  dots = [l for l in hlo.splitlines() if "stablehlo.dot_general" in l]
+  dots = _stablehlo_dots(
+      lambda x, w: jnp.sum(common.einsum("btd,df->btf", x, w)), x, w)
   assert len(dots) == 3  # forward, d/dx, d/dw
   for line in dots:
-    assert "contracting_dims = [2] x [1]" in line, line
-    assert "batching_dims = [0] x [0]" in line, line
+    assert _matmul_form(line) == "nn", line
     assert "(tensor<" in line and "xbf16>, tensor<" in line, line
     assert line.rstrip().endswith("xf32>"), line
-  f32 = lambda x, w: jnp.einsum("btd,df->btf", x, w)
-  mine = lambda x, w: common.einsum("btd,df->btf", x, w)
-  x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
-  assert (jax.jit(mine).lower(x32, w32).as_text()
-          == jax.jit(f32).lower(x32, w32).as_text())
+
+
+@pytest.mark.parametrize("spec,sa,sb", [
+    ("btd,df->btf", (4, 6, 8), (8, 5)),  # dw = x^T g: x copied transposed
+    ("btd,df->btf", (4, 6, 32), (32, 2)),  # dw = (g^T x)^T
+    ("bhtd,bhsd->bhts", (2, 3, 5, 4), (2, 3, 7, 4)),
+    ("bhts,bhsd->bhtd", (2, 3, 5, 7), (2, 3, 7, 4)),
+    ("bhtd,hde->bte", (2, 3, 5, 4), (3, 4, 6)),
+])
+def test_float32_dots_read_the_left_operand_along_its_last_axis(spec, sa, sb):
+  """On CPU every float32 dot of the forward and backward contracts the left
+  operand's last axis ([b, m, k] x [b, k, n] or [b, n, k], the forms
+  XLA:CPU gives YNNPACK), and every gradient comes back in its operand's
+  shape (no transposed weight gradient for the update to read)."""
+  a, b = jnp.ones(sa, jnp.float32), jnp.ones(sb, jnp.float32)
+  dots = _stablehlo_dots(lambda a, b: jnp.sum(common.einsum(spec, a, b)),
+                         a, b)
+  assert len(dots) == 3, dots
+  for line in dots:
+    assert _matmul_form(line) in ("nn", "nt"), line
+  grads = jax.grad(lambda a, b: jnp.sum(common.einsum(spec, a, b)),
+                   (0, 1))(a, b)
+  assert [g.shape for g in grads] == [sa, sb]
+
+
+def test_float32_vit_step_runs_no_generic_cpu_dot():
+  """A ViT block's train-step gradient, compiled on CPU: every dot is in a
+  YNNPACK fusion (XLA's generic dot runs about half as fast). Skipped where
+  jaxlib's XLA:CPU has no YNNPACK fusions at all."""
+  from big_vision_like.models import vit
+  model = vit.Model(num_classes=4, variant="mu/8", pool_type="gap")
+  x = jnp.ones((2, 32, 32, 3), jnp.float32)
+  params = model.init(jax.random.key(0), x)["params"]
+  loss = lambda p: jnp.sum(model.apply({"params": p}, x)[0] ** 2)
+  hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+  if "__ynn_fusion" not in hlo:
+    pytest.skip("this XLA:CPU has no YNNPACK fusions")
+  entry = hlo[hlo.index("\nENTRY"):]
+  generic = [l.strip()[:160] for l in entry.splitlines()
+             if " dot(" in l and "fusion(" not in l]
+  assert not generic, generic
 
 
 @pytest.mark.parametrize("policy, saved", [
     ("dots_saveable", 2), ("checkpoint_dots", 2),
     ("dots_with_no_batch_dims_saveable", 1),
     ("checkpoint_dots_with_no_batch_dims", 1), ("nothing_saveable", 0)])
-def test_remat_policies_save_the_bfloat16_products_as_dots(
+def test_remat_policies_save_the_cpu_products_as_dots(
     capsys, policy, saved):
   # A dense product (no batch dims) and an attention-logits one (batched):
-  # on CPU the bfloat16 ones are custom VJPs, which a policy does not see as
-  # dots; remat_policy saves them as it saves float32's plain dots.
-  def fn(dtype):
+  # on CPU common.einsum's are custom VJPs, which a policy does not see as
+  # dots; remat_policy saves them as it saves jnp.einsum's plain dots.
+  def fn(dtype, einsum=common.einsum):
     def f(w, x):
-      h = jnp.tanh(common.einsum("bi,ij->bj", x.astype(dtype),
-                                 w.astype(dtype)))  # [64, 128]
+      h = jnp.tanh(einsum("bi,ij->bj", x.astype(dtype),
+                          w.astype(dtype)))  # [64, 128]
       hb = h.reshape(4, 16, 128).astype(dtype)
-      return jnp.sum(jnp.tanh(common.einsum("btd,bsd->bts", hb, hb)))
+      return jnp.sum(jnp.tanh(einsum("btd,bsd->bts", hb, hb)))
     return f
   w, x = jnp.full((32, 128), 0.01), jnp.ones((64, 32))
 
-  def saved_products(dtype, marker):
-    ad_checkpoint.print_saved_residuals(
-        jax.checkpoint(fn(dtype), policy=common.remat_policy(policy)), w, x)
+  def saved_products(dtype, marker, einsum=common.einsum):
+    ad_checkpoint.print_saved_residuals(jax.checkpoint(
+        fn(dtype, einsum), policy=common.remat_policy(policy)), w, x)
     return capsys.readouterr().out.count(marker)
 
-  assert saved_products(jnp.float32, "output of dot_general") == saved
+  assert saved_products(jnp.float32, "output of dot_general",
+                        jnp.einsum) == saved
+  assert saved_products(jnp.float32, "named 'common.dot_general") == saved
   assert saved_products(jnp.bfloat16, "named 'common.dot_general") == saved
