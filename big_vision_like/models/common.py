@@ -145,10 +145,11 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None,
   batch = (size(lhs, lb),) if lb else ()
   a = _materialized_transpose(lhs, lb + lf + lc).reshape(
       *batch, size(lhs, lf), size(lhs, lc))
-  # float32 kernels read the right operand as [b, k, n] or [b, n, k]: no
-  # copy where it already is in one of them.
-  nt = route == "float32" and rb + rf + rc == tuple(range(rhs.ndim)) and (
-      rb + rc + rf != rb + rf + rc)
+  # float32 kernels also read the right operand as [b, n, k]: no copy
+  # where it is already in that order (and not in [b, k, n]).
+  identity = tuple(range(rhs.ndim))
+  nt = (route == "float32" and rb + rc + rf != identity
+        and rb + rf + rc == identity)
   order = rb + rf + rc if nt else rb + rc + rf
   c = _materialized_transpose(rhs, order).reshape(
       *batch, *((size(rhs, rf), size(rhs, rc)) if nt
