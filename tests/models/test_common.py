@@ -267,6 +267,12 @@ def test_dot_general_fast_path_is_canonical_bfloat16_matmuls():
     assert _matmul_form(line) == "nn", line
     assert "(tensor<" in line and "xbf16>, tensor<" in line, line
     assert line.rstrip().endswith("xf32>"), line
+  # Other dtypes are left to lax unchanged (same HLO).
+  mine = lambda x, w: common.einsum("btd,df->btf", x, w)
+  plain = lambda x, w: jnp.einsum("btd,df->btf", x, w)
+  x16, w16 = x.astype(jnp.float16), w.astype(jnp.float16)
+  assert (jax.jit(mine).lower(x16, w16).as_text()
+          == jax.jit(plain).lower(x16, w16).as_text())
 
 
 @pytest.mark.parametrize("spec,sa,sb", [
