@@ -1,6 +1,7 @@
 """host_memory: XLA:CPU's per-step temp buffer stays mapped between steps."""
 
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -12,13 +13,13 @@ from big_vision_like import host_memory
 GLIBC = host_memory._glibc_mallopt() is not None  # pylint: disable=protected-access
 
 # A jitted function whose 2048 x WIDTH float32 intermediate (tanh(x @ w): 128
-# MiB at the default width 16384; not fusable into
-# the second matmul) lives in XLA's temp buffer; prints the minor page
-# faults of runs 4-10. A mode that keeps the buffer has runs with none (the
-# fewest is checked); one that does not faults it in on most runs (the
-# median is checked: which thread allocates varies, and now and then a run
-# faults nothing; a CI run once saw 0 as the fewest of 7 with arenas per
-# thread, where 6 local runs of 7 faulted in all 49). The pause lets XLA free a run's buffer (on one of its
+# MiB at the default width 16384; not fusable into the second matmul) lives
+# in XLA's temp buffer; prints the minor page faults of runs 4-10. A mode
+# that keeps the buffer has runs with none (the fewest is checked); one that
+# does not faults it in on most runs (the median is checked: which thread
+# allocates varies, and now and then a run faults nothing; a CI run once saw
+# 0 as the fewest of 7 with arenas per thread, where 6 local runs of 7
+# faulted in all 49). The pause lets XLA free a run's buffer (on one of its
 # threads) before the next run allocates; without it, on a loaded machine a
 # run can allocate while the last buffer is still held and fault in new pages.
 _FAULTS = textwrap.dedent("""
@@ -48,15 +49,7 @@ def _faults(mode, width=16384):
   out = subprocess.run([sys.executable, "-c", _FAULTS, str(width)], env=env,
                        check=True, capture_output=True,
                        text=True).stdout.split("\n")
-  return sorted(int(f) for f in out[0].split()), out[1]
-
-
-def _fewest(faults):
-  return faults[0]
-
-
-def _median(faults):
-  return faults[len(faults) // 2]
+  return [int(f) for f in out[0].split()], out[1]
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc options (Linux)")
@@ -64,15 +57,16 @@ def test_temp_buffer_is_reused_without_page_faults():
   pages = 2048 * 16384 * 4 // 4096  # The intermediate: 32,768 pages.
   faults, state = _faults("default")
   assert state.startswith("glibc defaults"), state
-  assert _median(faults) > 0.9 * pages  # mmap'd, touched and unmapped.
+  # mmap'd, touched and unmapped by (most) runs.
+  assert statistics.median(faults) > 0.9 * pages
   faults, state = _faults("keep")
   assert state.startswith("kept"), state
-  assert _fewest(faults) < 0.05 * pages
+  assert min(faults) < 0.05 * pages
   # Arenas per thread: a buffer above a thread arena's 64 MiB heap is
   # mmap'd (and faulted in) by every run again...
   faults, state = _faults("keep_arenas")
   assert state == "kept (glibc M_MMAP_MAX=0, no trim)", state
-  assert _median(faults) > 0.9 * pages
+  assert statistics.median(faults) > 0.9 * pages
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc options (Linux)")
@@ -81,8 +75,8 @@ def test_small_temp_buffer_is_reused_with_arenas_per_thread():
   # (above their 32 MiB largest mmap threshold) on every run.
   width = 6144
   pages = 2048 * width * 4 // 4096
-  assert _median(_faults("default", width)[0]) > 0.9 * pages
-  assert _fewest(_faults("keep_arenas", width)[0]) < 0.05 * pages
+  assert statistics.median(_faults("default", width)[0]) > 0.9 * pages
+  assert min(_faults("keep_arenas", width)[0]) < 0.05 * pages
 
 
 def test_accelerator_possible():
