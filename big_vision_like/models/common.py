@@ -92,10 +92,6 @@ def _cpu_route(*operands):
   return jnp.dtype(dtype).name
 
 
-def _cpu_bfloat16(*operands):
-  return _cpu_route(*operands) == "bfloat16"
-
-
 # Checkpoint names of `dot_general`'s products on CPU (a custom VJP),
 # without and with batch dimensions.
 DOT_NAMES = ("common.dot_general", "common.dot_general_batched")
@@ -166,7 +162,8 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None,
 
 def einsum(subscripts, *operands, **kwargs):
   """`jnp.einsum` whose matmuls are `dot_general`'s (float32 out on CPU)."""
-  if "preferred_element_type" not in kwargs and _cpu_bfloat16(*operands):
+  if ("preferred_element_type" not in kwargs
+      and _cpu_route(*operands) == "bfloat16"):
     kwargs["preferred_element_type"] = jnp.float32
   return jnp.einsum(subscripts, *operands, _dot_general=dot_general, **kwargs)
 
