@@ -42,6 +42,19 @@ from each op's JAX name stack (its `op_name` metadata): `forward` (under
 outside both: the optimizer update, gradient clipping, the schedule,
 metrics) and `unattributed` (ops without a name that XLA made: layout
 copies, some collectives).
+
+A third table splits it by module: the op's name stack without the
+transformation wrappers (`jit(...)`, `jvp(...)`, `transpose(...)`) and
+without its last entry (the primitive), e.g. `Transformer/encoderblock_*/
+encoderblock_*._mlp/MlpBlock_0/Dense_1` for both matmuls of the backward
+and the forward one of every block's second MLP layer; an index that runs
+over `MERGE_INDICES` or more values in the step (`encoderblock_0` to
+`encoderblock_11`) is merged into `*`, so a repeated layer is one row, while
+a module's few named children (`Dense_0`, `Dense_1`) stay apart. Ops named
+outside every module (optax's update, metrics) are `(outside modules)`,
+those without a name `(unnamed)`, collectives (XLA combines the gradients'
+all-reduces into one) `(collectives)`. Each row gives its forward and backward
+time and the rate of its matmuls.
 """
 
 import argparse
@@ -70,6 +83,8 @@ _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = (.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+) \(.*\{$")
 _SHAPE = re.compile(r"^[a-z]\w*\[([\d,]*)\]")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
+_INDEXED = re.compile(r"^([A-Za-z]\w*?)_(\d+)(?=$|\.)")
+MERGE_INDICES = 3
 
 
 def _split_type(rest):
@@ -208,6 +223,58 @@ def phase(op_name):
   return "update and rest"
 
 
+def module_path(op_name):
+  """An op's module from its JAX name stack: wrappers and the primitive
+  dropped (see the module doc), before indices are merged."""
+  if not op_name:
+    return "(unnamed)"
+  parts = [c for c in op_name.split("/")[:-1] if "(" not in c]
+  return "/".join(parts) or "(outside modules)"
+
+
+def merge_indices(paths, at_least=MERGE_INDICES):
+  """{path: path with `name_<i>` written `name_*` where `name` (at that
+  depth) takes at least `at_least` indices among `paths`}."""
+  seen = collections.defaultdict(set)
+  for path in paths:
+    for depth, part in enumerate(path.split("/")):
+      m = _INDEXED.match(part)
+      if m:
+        seen[depth, m.group(1)].add(m.group(2))
+
+  def merged(path):
+    parts = path.split("/")
+    for depth, part in enumerate(parts):
+      m = _INDEXED.match(part)
+      if m and len(seen[depth, m.group(1)]) >= at_least:
+        parts[depth] = _INDEXED.sub(lambda m: m.group(1) + "_*", part)
+    return "/".join(parts)
+  return {path: merged(path) for path in paths}
+
+
+def by_module(top, instrs):
+  """{module: dict(ms, forward, backward, matmul_ms, flops)} per step from
+  `summarize`'s top ops and the HLO's instructions (see the module doc),
+  the largest first."""
+  names = {op: instrs.get(op, {}).get("op_name", "") for _, _, _, op, _ in top}
+  paths = merge_indices({module_path(n) for n in names.values()})
+  rows = collections.defaultdict(
+      lambda: dict(ms=0.0, forward=0.0, backward=0.0, matmul_ms=0.0,
+                   flops=0.0))
+  for ms, runs, kind, op, gflop in top:
+    # A combined collective's name joins those of all its operands.
+    row = rows["(collectives)" if kind == "collective"
+               else paths[module_path(names[op])]]
+    row["ms"] += ms
+    p = phase(names[op])
+    if p in ("forward", "backward"):
+      row[p] += ms
+    if kind == "matmul":
+      row["matmul_ms"] += ms
+      row["flops"] += gflop * 1e9 * runs
+  return dict(sorted(rows.items(), key=lambda kv: -kv[1]["ms"]))
+
+
 def kind_from_name(name):
   """A kind from an op's (or kernel's) name alone, where no HLO is given."""
   n = name.lower()
@@ -341,7 +408,7 @@ def summarize(trace_paths, hlo_text=None, steps=1):
           phases)
 
 
-def format_table(kinds, top, busy, n_top=12, phases=None):
+def format_table(kinds, top, busy, n_top=12, phases=None, modules=None):
   total = sum(r["ms"] for r in kinds.values())
   lines = ["| kind | runs / step | ms / step | share | GFLOP / step | "
            "TFLOP/s |", "|---|---|---|---|---|---|"]
@@ -361,6 +428,21 @@ def format_table(kinds, top, busy, n_top=12, phases=None):
               "|", "|---|---|---|---|"]
     lines += [f"| {p} | {r['ms']:.2f} | {r['ms'] / total:.1%} | "
               f"{r['matmul_ms']:.2f} |" for p, r in phases.items() if r["ms"]]
+    lines.append("")
+  if modules:
+    lines += ["| module (name stack; repeated layers merged) | ms / step | "
+              "share | forward | backward | matmul ms | matmul GFLOP/s |",
+              "|---|---|---|---|---|---|---|"]
+    for name, r in list(modules.items())[:n_top]:
+      rate = (f"{r['flops'] / r['matmul_ms'] / 1e6:.1f}" if r["flops"]
+              and r["matmul_ms"] else "")
+      lines.append(f"| {name} | {r['ms']:.2f} | {r['ms'] / total:.1%} | "
+                   f"{r['forward']:.2f} | {r['backward']:.2f} | "
+                   f"{r['matmul_ms']:.2f} | {rate} |")
+    if len(modules) > n_top:
+      lines.append(f"| ({len(modules) - n_top} more modules) | "
+                   f"{sum(r['ms'] for r in list(modules.values())[n_top:]):.2f}"
+                   " | | | | | |")
     lines.append("")
   lines += ["| op | kind | runs / step | ms / step | GFLOP / run |",
             "|---|---|---|---|---|"]
@@ -388,10 +470,11 @@ def main(argv=None):
   hlo = args.hlo or (newest(args.directory, "*.hlo.txt") if is_dir else None)
   text = fs.read_text(hlo) if hlo else None
   kinds, top, busy, phases = summarize(found, text, args.steps)
+  modules = by_module(top, parse_hlo(text)[0]) if text else None
   print("\n".join(f"trace: {t}" for t in found))
   print(f"HLO: {hlo or 'none (kinds from op names)'}; {args.steps} step(s)"
         + (f"; {len(found)} processes" if len(found) > 1 else "") + "\n")
-  print(format_table(kinds, top, busy, args.top, phases))
+  print(format_table(kinds, top, busy, args.top, phases, modules))
 
 
 if __name__ == "__main__":

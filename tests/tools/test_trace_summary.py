@@ -114,6 +114,49 @@ def test_phase_from_the_name_stack(op_name, want):
   assert trace_summary.phase(op_name) == want
 
 
+@pytest.mark.parametrize("op_name, want", [
+    ("jit(train_step)/transpose(jvp(_Model))/Transformer/encoderblock_3/"
+     "encoderblock_3._mlp/MlpBlock_0/Dense_1/dot_general",
+     "Transformer/encoderblock_3/encoderblock_3._mlp/MlpBlock_0/Dense_1"),
+    ("jit(train_step)/jvp(_Model)/embedding/conv_general_dilated",
+     "embedding"),
+    ("jit(train_step)/add", "(outside modules)"),
+    ("", "(unnamed)"),
+])
+def test_module_path_drops_wrappers_and_the_primitive(op_name, want):
+  assert trace_summary.module_path(op_name) == want
+
+
+def test_indices_that_run_over_three_values_merge():
+  paths = [f"T/block_{i}/block_{i}._mlp/Dense_{j}" for i in range(3)
+           for j in range(2)] + ["T/block_0/LayerNorm_0", "stem_1"]
+  got = trace_summary.merge_indices(paths)
+  assert got["T/block_2/block_2._mlp/Dense_1"] == "T/block_*/block_*._mlp/Dense_1"
+  assert got["T/block_0/LayerNorm_0"] == "T/block_*/LayerNorm_0"
+  assert got["stem_1"] == "stem_1"  # One index: kept.
+  assert len(set(got.values())) == 2 + 1 + 1
+  two = trace_summary.merge_indices(["a_0/x", "a_1/x"])
+  assert two == {"a_0/x": "a_0/x", "a_1/x": "a_1/x"}
+
+
+def test_by_module_sums_ops_of_merged_layers():
+  names = {f"dot.{i}": f"jit(s)/{ph}/T/block_{i % 3}/Dense_0/dot_general"
+           for i, ph in enumerate(["jvp(M)"] * 3 + ["transpose(jvp(M))"] * 3)}
+  names.update({"add.1": "jit(s)/add", "all-reduce.1": "jit(s)/T/a/T/b"})
+  instrs = {op: {"op_name": n} for op, n in names.items()}
+  # (ms per step, runs per step, kind, op, GFLOP per run), as `summarize`.
+  top = [(2.0, 1, "matmul", f"dot.{i}", 0.5) for i in range(6)]
+  top += [(1.0, 1, "elementwise", "add.1", 0.0),
+          (3.0, 1, "collective", "all-reduce.1", 0.0)]
+  got = trace_summary.by_module(top, instrs)
+  assert list(got) == ["T/block_*/Dense_0", "(collectives)",
+                       "(outside modules)"]
+  dense = got["T/block_*/Dense_0"]
+  assert dense == dict(ms=12.0, forward=6.0, backward=6.0, matmul_ms=12.0,
+                       flops=3e9)
+  assert got["(outside modules)"]["ms"] == 1.0
+
+
 @pytest.fixture(scope="module")
 def traced_step(tmp_path_factory):
   """A tiny ViT's train step traced by `benchmark` (one device)."""
@@ -150,6 +193,14 @@ def test_matmul_flops_of_a_traced_step_equal_a_hand_count(traced_step):
   assert phases["backward"]["matmul_ms"] > 0
   assert phases["update and rest"]["ms"] > 0
   assert phases["update and rest"]["matmul_ms"] == 0
+  # By module: every op in one row; the first MLP layer's matmuls (forward,
+  # and the two of the backward) are the hand count's 4x32x128, 3 times.
+  modules = trace_summary.by_module(top, trace_summary.parse_hlo(text)[0])
+  assert sum(m["ms"] for m in modules.values()) == pytest.approx(total)
+  (dense_0,) = [m for name, m in modules.items()
+                if name.endswith("MlpBlock_0/Dense_0")]
+  assert dense_0["flops"] == pytest.approx(8 * 3 * 2 * (4 * 32 * 128))
+  assert dense_0["forward"] > 0 and dense_0["backward"] > 0
 
 
 def test_command_line_prints_the_table(traced_step, capsys):
@@ -157,6 +208,8 @@ def test_command_line_prints_the_table(traced_step, capsys):
   out = capsys.readouterr().out
   assert "HLO: " + traced_step in out and "| matmul | " in out
   assert "| phase (JAX name stack) |" in out and "| backward | " in out
+  assert "| module (name stack; repeated layers merged) |" in out
+  assert "more modules) | " in out  # --top 4 of the tiny ViT's ~15.
   assert out.count("\n| ") >= 4 + 4
   with pytest.raises(SystemExit):
     trace_summary.main([traced_step + "/plugins/nothing"])
