@@ -131,7 +131,8 @@ def test_indices_that_run_over_three_values_merge():
   paths = [f"T/block_{i}/block_{i}._mlp/Dense_{j}" for i in range(3)
            for j in range(2)] + ["T/block_0/LayerNorm_0", "stem_1"]
   got = trace_summary.merge_indices(paths)
-  assert got["T/block_2/block_2._mlp/Dense_1"] == "T/block_*/block_*._mlp/Dense_1"
+  assert (got["T/block_2/block_2._mlp/Dense_1"]
+          == "T/block_*/block_*._mlp/Dense_1")
   assert got["T/block_0/LayerNorm_0"] == "T/block_*/LayerNorm_0"
   assert got["stem_1"] == "stem_1"  # One index: kept.
   assert len(set(got.values())) == 2 + 1 + 1
