@@ -1,6 +1,5 @@
 """Small helpers shared by the model modules."""
 
-from collections.abc import Callable
 from collections.abc import Mapping
 import dataclasses
 import functools
@@ -230,82 +229,6 @@ def maybe_remat(module_cls, remat, policy, static_argnums, prevent_cse=True):
     return module_cls
   return nn.remat(module_cls, policy=policy_fn, prevent_cse=prevent_cse,
                   static_argnums=tuple(static_argnums))
-
-
-class PatchEmbedding(nn.Module):
-  """Non-overlapping patches to vectors: `nn.Conv(features, patch_size,
-  strides=patch_size, padding="VALID")` with its params (`kernel` [ph, pw,
-  C, D], `bias` [D], the same initial values) and its outputs (an image's
-  rows and columns past the last whole patch are dropped).
-
-  Where `dot_general` takes its CPU path, computed as that matmul: the
-  patches [B, h, w, ph pw C] (one transposed copy of the image) times the
-  kernel as [ph pw C, D]. XLA:CPU ran the strided convolution of ViT-S/16
-  (batch 8, 224px) at 64 GFLOP/s and its kernel gradient at 76, against 105
-  for its matmuls. Elsewhere the convolution, as `nn.Conv` computes it.
-  """
-  features: int
-  patch_size: tuple
-  dtype: object = None  # of the computation, as nn.Conv's `dtype`
-  kernel_init: Callable = nn.initializers.lecun_normal()
-
-  @nn.compact
-  def __call__(self, x):
-    ph, pw = self.patch_size
-    kernel = self.param("kernel", self.kernel_init,
-                        (ph, pw, x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
-                      jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.dtype)
-    if _cpu_route(x, kernel) is None:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (ph, pw), "VALID",
-          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    else:
-      b, rows, cols, c = x.shape
-      h, w = rows // ph, cols // pw
-      x = x[:, :h * ph, :w * pw].reshape(b, h, ph, w, pw, c)
-      y = dot_general(x, kernel, (((2, 4, 5), (0, 1, 2)), ((), ())))
-      y = y.astype(x.dtype)  # [B, h, w, D]
-    return y + bias
-
-
-@jax.custom_vjp
-def _add_over_batch(x, y):
-  return x + y
-
-
-def _add_over_batch_fwd(x, y):
-  # Residuals: x's dtype (a zero-size array) and y's shape and dtype.
-  return x + y, (jnp.zeros((0,), x.dtype), jnp.zeros((0,) + y.shape, y.dtype))
-
-
-def _add_over_batch_bwd(residuals, g):
-  x0, y0 = residuals
-  dy = g.astype(jnp.float32)
-  while dy.shape[0] > 1:  # Pairwise: halves added, elementwise.
-    half = dy.shape[0] // 2
-    odd = dy[2 * half:]
-    dy = dy[:half] + dy[half:2 * half]
-    if odd.shape[0]:
-      dy = dy.at[:1].add(odd)
-  return g.astype(x0.dtype), dy.reshape(y0.shape[1:]).astype(y0.dtype)
-
-
-_add_over_batch.defvjp(_add_over_batch_fwd, _add_over_batch_bwd)
-
-
-def add_over_batch(x, y):
-  """`x + y` for y [1, ...] broadcast over x's batch axis (a position
-  embedding). On CPU, y's gradient, the sum of x's over the batch, is
-  summed pairwise (halves of the batch added, elementwise, log2(B) times):
-  YNNPACK's reduction over that leading axis ran at 0.5 GB/s in a ViT-S/16
-  step (4.9 ms of the step for a [8, 196, 384] gradient)."""
-  if (jax.default_backend() != "cpu" or x.ndim != y.ndim or y.shape[0] != 1
-      or x.shape[1:] != y.shape[1:]):
-    return x + y
-  return _add_over_batch(x, y)
 
 
 def posemb_sincos_2d(h, w, width, temperature=10_000., dtype=jnp.float32):

@@ -507,12 +507,12 @@ class _Model(nn.Module):
     out = {}
     ps = self.patch_size
     ps = (ps, ps) if isinstance(ps, int) else tuple(ps)
-    x = out["stem"] = common.PatchEmbedding(
-        self.width, ps, name="embedding",
+    x = out["stem"] = nn.Conv(
+        self.width, ps, strides=ps, padding="VALID", name="embedding",
         dtype=common.to_dtype(self.dtype_mm))(image)  # [B, h, w, D]
     b, h, w, d = x.shape
     x = jnp.reshape(x, (b, h * w, d))  # [B, h*w, D]
-    x = out["with_posemb"] = common.add_over_batch(x, self._posemb(h, w, d))
+    x = out["with_posemb"] = x + self._posemb(h, w, d)
     if train and self.patch_dropout:  # FLIP: [B, K, D], K kept patches.
       x, out["kept_patches"] = vit_tokens.drop_patches(
           x, self.patch_dropout, self.make_rng("dropout"))

@@ -2,7 +2,6 @@
 
 import os
 
-import flax.linen as nn
 import jax
 from jax import ad_checkpoint
 import jax.numpy as jnp
@@ -344,78 +343,3 @@ def test_remat_policies_save_the_cpu_products_as_dots(
                         jnp.einsum) == saved
   assert saved_products(jnp.float32, "named 'common.dot_general") == saved
   assert saved_products(jnp.bfloat16, "named 'common.dot_general") == saved
-
-
-@pytest.mark.parametrize("shape, patch", [
-    ((2, 32, 32, 3), (16, 16)),
-    ((2, 35, 37, 3), (16, 16)),  # Rows and columns past the last patch.
-    ((1, 12, 16, 5), (4, 8)),
-])
-def test_patch_embedding_is_flax_conv(shape, patch):
-  """Params and values (f32, and f32 gradients) of nn.Conv(stride = patch,
-  VALID); on CPU computed as a matmul, elsewhere (`_cpu_route` None) as the
-  same convolution."""
-  x = jax.random.normal(jax.random.key(1), shape)
-  conv = nn.Conv(6, patch, strides=patch, padding="VALID")
-  ours = common.PatchEmbedding(6, patch)
-  p_conv = conv.init(jax.random.key(0), x)["params"]
-  p_ours = ours.init(jax.random.key(0), x)["params"]
-  _assert_trees_equal(p_conv, p_ours)
-  p = {"kernel": p_conv["kernel"],
-       "bias": jax.random.normal(jax.random.key(2), (6,))}
-
-  def loss(module):
-    return lambda p, x: jnp.sum(jnp.sin(module.apply({"params": p}, x)))
-  want_y = conv.apply({"params": p}, x)
-  want_g = jax.grad(loss(conv), (0, 1))(p, x)
-  np.testing.assert_allclose(ours.apply({"params": p}, x), want_y,
-                             rtol=1e-5, atol=1e-5)
-  got_g = jax.grad(loss(ours), (0, 1))(p, x)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
-                                                       atol=1e-4),
-               got_g, want_g)
-  off_cpu = pytest.MonkeyPatch()
-  off_cpu.setattr(common, "_cpu_route", lambda *a: None)
-  try:
-    np.testing.assert_array_equal(ours.apply({"params": p}, x), want_y)
-  finally:
-    off_cpu.undo()
-
-
-def test_patch_embedding_bfloat16_and_no_cpu_convolution():
-  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  conv = nn.Conv(8, (16, 16), strides=(16, 16), padding="VALID",
-                 dtype=jnp.bfloat16)
-  ours = common.PatchEmbedding(8, (16, 16), dtype=jnp.bfloat16)
-  p = conv.init(jax.random.key(0), x)["params"]
-  got, want = ours.apply({"params": p}, x), conv.apply({"params": p}, x)
-  assert got.dtype == want.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=2e-2,
-                             atol=2e-2)
-  loss = lambda p: jnp.sum(ours.apply({"params": p}, x).astype(jnp.float32))
-  hlo = jax.jit(jax.grad(loss)).lower(p).compile().as_text()
-  if jax.default_backend() == "cpu":
-    assert "convolution(" not in hlo
-
-
-@pytest.mark.parametrize("b", [1, 2, 5, 8, 11])
-def test_add_over_batch_values_and_gradients(b):
-  x = jax.random.normal(jax.random.key(0), (b, 7, 3))
-  y = jax.random.normal(jax.random.key(1), (1, 7, 3))
-  g = jax.random.normal(jax.random.key(2), (b, 7, 3))
-  out, vjp = jax.vjp(common.add_over_batch, x, y)
-  np.testing.assert_allclose(out, np.asarray(x) + np.asarray(y), rtol=1e-6)
-  dx, dy = vjp(g)
-  np.testing.assert_array_equal(dx, g)
-  np.testing.assert_allclose(dy, np.asarray(g, np.float64).sum(0,
-                                                               keepdims=True),
-                             rtol=1e-5, atol=1e-5)
-  # bfloat16 activations, a float32 embedding: each gradient in its dtype.
-  xb = x.astype(jnp.bfloat16)
-  out, vjp = jax.vjp(common.add_over_batch, xb, y)
-  assert out.dtype == jnp.float32
-  dx, dy = vjp(g)
-  assert (dx.dtype, dy.dtype) == (jnp.bfloat16, jnp.float32)
-  # Other shapes (no batch broadcast) are a plain add.
-  z = jax.random.normal(jax.random.key(3), (b, 7, 3))
-  np.testing.assert_array_equal(common.add_over_batch(x, z), x + z)
