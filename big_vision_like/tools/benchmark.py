@@ -50,6 +50,7 @@ the step's device time goes.
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -282,12 +283,33 @@ class StepServer:
     self.name = f"{name} ({note})" if note else name
 
   def run(self):
-    self.proc.stdin.write("step\n")
-    self.proc.stdin.flush()
-    return float(self.proc.stdout.readline())
+    try:
+      self.proc.stdin.write("step\n")
+      self.proc.stdin.flush()
+      line = self.proc.stdout.readline()
+    except BrokenPipeError:
+      line = ""
+    if not line:
+      raise RuntimeError(f"{self.name}: its step process {self._ended()}.")
+    return float(line)
+
+  def _ended(self):
+    """How the process ended, e.g. "was killed (SIGKILL: out of memory?)"."""
+    try:
+      code = self.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      return "stopped answering"
+    if code < 0:
+      sig = signal.Signals(-code).name
+      hint = ": out of memory?" if sig == "SIGKILL" else ""
+      return f"was killed ({sig}{hint})"
+    return f"exited with status {code} (its error is above)"
 
   def close(self):
-    self.proc.stdin.close()
+    try:
+      self.proc.stdin.close()
+    except BrokenPipeError:
+      pass
     self.proc.wait()
 
 

@@ -142,3 +142,32 @@ def test_compare_big_vision_runs_its_vit_here_and_in_its_own_process(
 def test_own_peak_reads_the_servers_note():
   assert benchmark._own_peak("matmul peak 412.3 GFLOP/s") == 412.3e9
   assert benchmark._own_peak("torch 2.1") is None
+
+
+# A step server that answers one step, then ends as argv[1] says.
+_DYING_SERVER = """
+import os, signal, sys
+print("ready note", flush=True)
+sys.stdin.readline()
+print("0.5", flush=True)
+sys.stdin.readline()
+if sys.argv[1] == "kill":
+  os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("how, said", [
+    ("kill", "was killed (SIGKILL: out of memory?)"),
+    ("exit", "exited with status 3"),
+])
+def test_a_step_server_that_dies_is_named(how, said):
+  server = benchmark.StepServer(
+      [sys.executable, "-c", _DYING_SERVER, how], "ours@abc")
+  assert server.name == "ours@abc (note)"
+  assert server.run() == 0.5
+  with pytest.raises(RuntimeError, match=re.escape(
+      f"ours@abc (note): its step process {said}")):
+    for _ in range(3):  # The pipe may take a write to break.
+      server.run()
+  server.close()  # No BrokenPipeError from a dead process.
