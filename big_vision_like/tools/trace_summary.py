@@ -59,6 +59,7 @@ time and the rate of its matmuls.
 
 import argparse
 import collections
+import functools
 import gzip
 import json
 import math
@@ -110,9 +111,12 @@ def _dims(shape):
   return [int(d) for d in m.group(1).split(",") if d]
 
 
+@functools.lru_cache(maxsize=1)
 def parse_hlo(text):
   """Instructions of an HLO module's text: {name: dict(opcode, shape,
-  operands, attrs, calls, op_name)} and {computation: [names]}."""
+  operands, attrs, calls, op_name)} and {computation: [names]}. Cached for
+  the last text (`summarize` and the module table read the same step's): the
+  dicts are shared, read them only."""
   instrs, comps, comp = {}, collections.defaultdict(list), None
   for line in text.splitlines():
     c = _COMPUTATION.match(line)
