@@ -11,7 +11,9 @@
 # the "xla" attention kernel and at a larger batch; the SigLIP B/16 two-tower
 # step (sigmoid, chunked); then the ImageNet-style input pipeline on all CPU
 # cores (needs TensorFlow; skipped, with a line saying so, where it is not
-# installed). Writes everything to $OUT (default ./gpu_speed).
+# installed; PART=pipeline: TensorFlow carried in parts, the pipeline on
+# all, 1 and half of the cores, and the ViT-B/16 step it feeds). Writes
+# everything to $OUT (default ./gpu_speed).
 #
 # On a machine with the project installed (pip install -e ".[gpu,torch]"):
 #   bash experiments/gpu_speed/run.sh
@@ -38,6 +40,44 @@ STEPS=${STEPS:-20} MATMUL=${MATMUL:-8192} LARGEST=${BATCHES##*,}
 FIT_ARGS=${FIT_ARGS:-}
 BENCH="$PY -m big_vision_like.tools.benchmark --res $RES --dtype_mm bfloat16
   --steps $STEPS --matmul_size $MATMUL"
+PART=${PART:-all}
+# PART=pipeline: TensorFlow carried in parts, one a call
+# (pack_tensorflow.sh; README.md): the parts gather in $TF_PARTS, and are
+# unpacked into $TF_SITE once all that SHA256SUMS lists are there.
+TF_SITE=${TF_SITE:-/tmp/tfsite} TF_PARTS=${TF_PARTS:-/tmp/tfc}
+if [[ $PART == pipeline ]]; then
+  if [[ -d .tfc ]]; then mkdir -p "$TF_PARTS" && cp .tfc/* "$TF_PARTS/"; fi
+  if [[ -f $TF_PARTS/SHA256SUMS && ! -d $TF_SITE ]]; then
+    if (cd "$TF_PARTS" && sha256sum --quiet -c SHA256SUMS); then
+      cat "$TF_PARTS"/part_* | $PY -c "import sys, tarfile
+tar = tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz')
+tar.extractall('$TF_SITE.tmp', filter='data')" && mv "$TF_SITE.tmp" "$TF_SITE"
+    else
+      echo "TensorFlow: parts missing or damaged (above); carry the rest"
+    fi
+  fi
+  if [[ ! -d $TF_SITE ]]; then
+    ls -l "$TF_PARTS" 2>&1; exit 0  # A call that carries one more part.
+  fi
+  export PYTHONPATH="$TF_SITE:$PYTHONPATH"
+fi
+JPEGS=/tmp/bvl_jpegs  # 2,048 synthetic 500x375 JPEGs, written once.
+pipeline() {  # The input pipeline on N cores: pipeline N.
+  if $PY -c "import tensorflow, tensorflow_datasets" 2>/dev/null; then
+    [[ -d $JPEGS/train ]] || $PY -c "import sys
+from big_vision_like.tools import pipeline_benchmark as p
+p.write_images(sys.argv[1], 2048, 375, 500)" "$JPEGS" 2>&1 | grep -v -i warn
+    local pin=()
+    command -v taskset > /dev/null && pin=(taskset -c "0-$(($1 - 1))")
+    timeout 120 "${pin[@]}" $PY -m big_vision_like.tools.pipeline_benchmark \
+      --root "$JPEGS" --batch_size "$LARGEST" --batches 32 2>&1 \
+      | grep -v -i -E "warning|oneDNN custom" \
+      | sed "s/^/[$1 of $(nproc) cores] /" | tee -a "$OUT/pipeline.md"
+  else
+    echo "pipeline: not run, TensorFlow / tensorflow-datasets are not" \
+      "installed on this machine" | tee -a "$OUT/pipeline.md"
+  fi
+}
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -50,6 +90,8 @@ torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'timm', \
 timm.__version__)"
   $PY -c "import flax, optax, orbax.checkpoint, ml_collections; \
 print('flax', flax.__version__, 'optax', optax.__version__)"
+  $PY -c "import tensorflow as tf; print('tensorflow', tf.__version__)" 2>&1 \
+    | tail -1
 } > "$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt"
 
@@ -62,7 +104,15 @@ cat "$OUT/versions.txt"
 # (the attention tests added since, a profile of ViT-B/16's step, ViT-B/16
 # and the SigLIP step at the largest batch that fits, NFNet-F0 at the larger
 # batch), then the SigLIP step's largest batch with 4 accumulation steps.
-PART=${PART:-all}
+if [[ $PART == pipeline ]]; then
+  # The ImageNet-style input pipeline on all cores, on 1 and on half of
+  # them, and the ViT-B/16 step it has to feed (about 3 minutes).
+  cores=$(nproc)
+  for n in "$cores" 1 $((cores / 2)); do pipeline "$n"; done
+  timeout 120 $BENCH --models vit:B/16 --batch_size "$LARGEST" 2>&1 \
+    | grep -E "^\| (model|---|vit:B)" | tee -a "$OUT/pipeline.md"
+  exit 0
+fi
 SIGLIP="$PY -m big_vision_like.tools.accum_benchmark --res $RES
   --dtype_mm bfloat16 --steps $STEPS"
 if [[ $PART == 3 ]]; then
@@ -114,11 +164,4 @@ for b in ${BATCHES//,/ }; do
     | grep -v -i warning | tee -a "$OUT/siglip.md"
 done
 # The input pipeline on the machine's cores, next to the step it feeds.
-if $PY -c "import tensorflow, tensorflow_datasets" 2>/dev/null; then
-  timeout 90 $PY -m big_vision_like.tools.pipeline_benchmark \
-    --num_images 2048 --batch_size "$LARGEST" --batches 16 2>&1 \
-    | grep -v -i warning | tee "$OUT/pipeline.md"
-else
-  echo "pipeline: not run, TensorFlow / tensorflow-datasets are not" \
-    "installed on this machine" | tee "$OUT/pipeline.md"
-fi
+pipeline "$(nproc)"
