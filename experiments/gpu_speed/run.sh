@@ -63,7 +63,8 @@ tar.extractall('$TF_SITE.tmp', filter='data')" && mv "$TF_SITE.tmp" "$TF_SITE"
 fi
 JPEGS=/tmp/bvl_jpegs  # 2,048 synthetic 500x375 JPEGs, written once.
 pipeline() {  # The input pipeline on N cores: pipeline N.
-  if $PY -c "import tensorflow, tensorflow_datasets" 2>/dev/null; then
+  local err
+  if err=$($PY -c "import tensorflow, tensorflow_datasets" 2>&1); then
     [[ -d $JPEGS/train ]] || $PY -c "import sys
 from big_vision_like.tools import pipeline_benchmark as p
 p.write_images(sys.argv[1], 2048, 375, 500)" "$JPEGS" 2>&1 | grep -v -i warn
@@ -74,8 +75,8 @@ p.write_images(sys.argv[1], 2048, 375, 500)" "$JPEGS" 2>&1 | grep -v -i warn
       | grep -v -i -E "warning|oneDNN custom" \
       | sed "s/^/[$1 of $(nproc) cores] /" | tee -a "$OUT/pipeline.md"
   else
-    echo "pipeline: not run, TensorFlow / tensorflow-datasets are not" \
-      "installed on this machine" | tee -a "$OUT/pipeline.md"
+    echo "pipeline: not run, TensorFlow / tensorflow-datasets do not" \
+      "import here: $(echo "$err" | tail -1)" | tee -a "$OUT/pipeline.md"
   fi
 }
 {
