@@ -7,10 +7,11 @@
 # Python 3.12 on x86-64. It drops TensorFlow's C++ headers (287 MB,
 # unused), packs the rest as tar.xz (about 150 MB), and splits the archive
 # into parts of PART_MIB MiB: .tfc/part_aa, part_ab, ..., with their
-# checksums in .tfc/SHA256SUMS. Each device call carries one part. The files a call leaves there stay while the machine
-# is warm, so the last call has all the parts (see README.md).
+# checksums in .tfc/SHA256SUMS. Each device call carries one part. The
+# files a call leaves there stay while the machine is warm, so the last
+# call has all the parts (see README.md).
 #
-#   bash experiments/gpu_speed/pack_tensorflow.sh   # once, here (3-4 min)
+#   bash experiments/gpu_speed/pack_tensorflow.sh   # once, here (2.5 min)
 #
 # The list is what `import tensorflow, tensorflow_datasets` and
 # tools/pipeline_benchmark.py needed beyond the host's packages (KINDS.md

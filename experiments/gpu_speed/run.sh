@@ -62,22 +62,24 @@ tar.extractall('$TF_SITE.tmp', filter='data')" && mv "$TF_SITE.tmp" "$TF_SITE"
   export PYTHONPATH="$TF_SITE:$PYTHONPATH"
 fi
 JPEGS=/tmp/bvl_jpegs  # 2,048 synthetic 500x375 JPEGs, written once.
-pipeline() {  # The input pipeline on N cores: pipeline N.
-  local err
-  if err=$($PY -c "import tensorflow, tensorflow_datasets" 2>&1); then
-    [[ -d $JPEGS/train ]] || $PY -c "import sys
+pipeline() {  # The input pipeline on each of N... cores: pipeline N [N ...].
+  local err n
+  if ! err=$($PY -c "import tensorflow, tensorflow_datasets" 2>&1); then
+    echo "pipeline: not run, TensorFlow / tensorflow-datasets do not" \
+      "import here: $(echo "$err" | tail -1)" | tee -a "$OUT/pipeline.md"
+    return
+  fi
+  [[ -d $JPEGS/train ]] || $PY -c "import sys
 from big_vision_like.tools import pipeline_benchmark as p
 p.write_images(sys.argv[1], 2048, 375, 500)" "$JPEGS" 2>&1 | grep -v -i warn
+  for n in "$@"; do
     local pin=()
-    command -v taskset > /dev/null && pin=(taskset -c "0-$(($1 - 1))")
+    command -v taskset > /dev/null && pin=(taskset -c "0-$((n - 1))")
     timeout 120 "${pin[@]}" $PY -m big_vision_like.tools.pipeline_benchmark \
       --root "$JPEGS" --batch_size "$LARGEST" --batches 32 2>&1 \
       | grep -v -i -E "warning|oneDNN custom" \
-      | sed "s/^/[$1 of $(nproc) cores] /" | tee -a "$OUT/pipeline.md"
-  else
-    echo "pipeline: not run, TensorFlow / tensorflow-datasets do not" \
-      "import here: $(echo "$err" | tail -1)" | tee -a "$OUT/pipeline.md"
-  fi
+      | sed "s/^/[$n of $(nproc) cores] /" | tee -a "$OUT/pipeline.md"
+  done
 }
 {
   date -u
@@ -108,8 +110,7 @@ cat "$OUT/versions.txt"
 if [[ $PART == pipeline ]]; then
   # The ImageNet-style input pipeline on all cores, on 1 and on half of
   # them, and the ViT-B/16 step it has to feed (about 3 minutes).
-  cores=$(nproc)
-  for n in "$cores" 1 $((cores / 2)); do pipeline "$n"; done
+  pipeline "$(nproc)" 1 $(($(nproc) / 2))
   timeout 120 $BENCH --models vit:B/16 --batch_size "$LARGEST" 2>&1 \
     | grep -E "^\| (model|---|vit:B)" | tee -a "$OUT/pipeline.md"
   exit 0
