@@ -55,6 +55,15 @@ outside every module (optax's update, metrics) are `(outside modules)`,
 those without a name `(unnamed)`, collectives (XLA combines the gradients'
 all-reduces into one) `(collectives)`. Each row gives its forward and backward
 time and the rate of its matmuls.
+
+`--ops REGEX` then lists, in the order they ran (on the first traced
+device), the ops whose name, phase or JAX name stacks match: those of the
+op and of every instruction fused into it, so a fusion that reads one
+layer's values from another module's (an optimizer update reading a
+gradient left transposed by the backward, say) is listed under both.
+E.g. `--ops encoderblock_5/` for one block's forward and backward, or
+`--ops "update and rest"` for the optimizer update. Each row gives the
+op's output shape and the name stacks fused into it.
 """
 
 import argparse
@@ -412,6 +421,83 @@ def summarize(trace_paths, hlo_text=None, steps=1):
           phases)
 
 
+def fused_op_names(name, instrs, comps):
+  """The JAX name stacks of instruction `name` and of every instruction in
+  the computations it calls, recursively (sorted; names XLA made up, with
+  no `/`, left out)."""
+  names, todo, seen = set(), [name], set()
+  while todo:
+    instr = instrs.get(todo.pop())
+    if instr is None:
+      continue
+    names.add(instr["op_name"])
+    for comp in instr["calls"]:
+      if comp not in seen:
+        seen.add(comp)
+        todo.extend(comps.get(comp, ()))
+  return sorted(n for n in names if "/" in n)
+
+
+def _short(op_name):
+  """A name stack without `jit(...)` and the transformation wrappers."""
+  return "/".join(c for c in op_name.split("/") if "(" not in c) or op_name
+
+
+def ops_matching(trace_paths, hlo_text, pattern, steps=1):
+  """Rows dict(op, ms, runs, kind, phase, shape, names) per step of the
+  first traced device, for the ops that match `pattern` (a regex searched
+  in the op's name, its phase, and `fused_op_names`), in the order of
+  their first run."""
+  if isinstance(trace_paths, str):
+    trace_paths = [trace_paths]
+  events = op_events(trace_paths[0])
+  if not events:
+    raise ValueError(f"{trace_paths[0]}: no op events with an `hlo_op`.")
+  try:
+    regex = re.compile(pattern)
+  except re.error as e:
+    raise ValueError(f"--ops {pattern!r}: bad regex ({e}).") from None
+  instrs, comps = parse_hlo(hlo_text) if hlo_text else ({}, {})
+  known = classify(instrs, comps)
+  first_device = events[0][0]
+  ops = {}
+  for device, op, _, ts, dur in events:
+    if device != first_device:
+      continue
+    o = ops.setdefault(op, dict(op=op, start=ts, ms=0.0, runs=0.0))
+    o["start"] = min(o["start"], ts)
+    o["ms"] += dur / 1e3 / steps
+    o["runs"] += 1 / steps
+  rows = []
+  for o in sorted(ops.values(), key=lambda o: o["start"]):
+    instr = instrs.get(o["op"], {})
+    kind = known.get(o["op"], (kind_from_name(o["op"]), 0.0))[0]
+    # A combined collective's name stack joins those of all its operands:
+    # it would match every pattern.
+    names = ([] if kind == "collective"
+             else fused_op_names(o["op"], instrs, comps))
+    o.update(kind=kind, phase=phase(instr.get("op_name", "")),
+             shape=instr.get("shape", ""), names=names)
+    if any(regex.search(t) for t in [o["op"], o["phase"], *names]):
+      del o["start"]
+      rows.append(o)
+  return rows
+
+
+def format_ops(rows, pattern):
+  total = sum(r["ms"] for r in rows)
+  lines = [f"Ops matching {pattern!r} in the order they ran: {len(rows)}, "
+           f"{total:.2f} ms / step (first device).\n",
+           "| op | kind | phase | shape | ms / step | name stacks fused into "
+           "it |", "|---|---|---|---|---|---|"]
+  for r in rows:
+    names = "; ".join(dict.fromkeys(_short(n) for n in r["names"]))
+    shape = r["shape"] if len(r["shape"]) <= 60 else r["shape"][:57] + "..."
+    lines.append(f"| {r['op']} | {r['kind']} | {r['phase']} | {shape} | "
+                 f"{r['ms']:.2f} | {names} |")
+  return "\n".join(lines)
+
+
 def format_table(kinds, top, busy, n_top=12, phases=None, modules=None):
   total = sum(r["ms"] for r in kinds.values())
   lines = ["| kind | runs / step | ms / step | share | GFLOP / step | "
@@ -465,7 +551,16 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=1,
                  help="Steps the trace holds (for per-step figures).")
   p.add_argument("--top", type=int, default=12, help="Top ops to list.")
+  p.add_argument("--ops", default=None, metavar="REGEX",
+                 help="Also list, in the order they ran, the ops whose name, "
+                 "phase or fused JAX name stacks match REGEX (needs the HLO "
+                 "for phases and name stacks).")
   args = p.parse_args(argv)
+  if args.ops is not None:
+    try:
+      re.compile(args.ops)
+    except re.error as e:
+      p.error(f"--ops {args.ops!r}: bad regex ({e}).")
   is_dir = fs.isdir(args.directory)
   found = (traces(args.directory) if is_dir
            else [args.directory] if fs.exists(args.directory) else [])
@@ -479,6 +574,12 @@ def main(argv=None):
   print(f"HLO: {hlo or 'none (kinds from op names)'}; {args.steps} step(s)"
         + (f"; {len(found)} processes" if len(found) > 1 else "") + "\n")
   print(format_table(kinds, top, busy, args.top, phases, modules))
+  if args.ops is not None:
+    try:
+      rows = ops_matching(found, text, args.ops, args.steps)
+    except ValueError as e:
+      p.error(str(e))
+    print("\n" + format_ops(rows, args.ops))
 
 
 if __name__ == "__main__":

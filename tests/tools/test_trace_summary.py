@@ -289,3 +289,96 @@ def test_a_multi_process_run_reads_every_process_trace(tmp_path, capsys):
   out = capsys.readouterr().out
   assert out.count("trace: ") == 2 and "2 processes" in out
   assert "HLO: " + str(run / "train_step.hlo.txt") in out
+
+
+# A fusion whose root is named outside the model (an optimizer's add) and
+# that reads a layer's gradient through a transpose named in the backward.
+HLO_OPS = """HloModule jit_step
+
+%region_add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %add.9 = f32[] add(%a, %b)
+}
+
+%fused_update (p0: f32[4,2], p1: f32[2,4]) -> f32[4,2] {
+  %p1 = f32[2,4]{1,0} parameter(1)
+  %transpose.5 = f32[4,2]{1,0} transpose(%p1), dimensions={1,0}, metadata={op_name="jit(step)/transpose(jvp(M))/Dense_1/transpose"}
+  %p0 = f32[4,2]{1,0} parameter(0)
+  ROOT %add.5 = f32[4,2]{1,0} add(%p0, %transpose.5), metadata={op_name="jit(step)/add"}
+}
+
+ENTRY %main (x: f32[2,4], w: f32[4,2]) -> f32[4,2] {
+  %x = f32[2,4]{1,0} parameter(0)
+  %w = f32[4,2]{1,0} parameter(1)
+  %neg.1 = f32[2,4]{1,0} negate(%x), metadata={op_name="jit(step)/jvp(M)/Dense_1/neg"}
+  %all-reduce.2 = f32[2,4]{1,0} all-reduce(%neg.1), replica_groups={{0,1}}, to_apply=%region_add, metadata={op_name="jit(step)/transpose(jvp(M))/Dense_1/dot_general/Dense_0/dot_general"}
+  %update_fusion = f32[4,2]{1,0} fusion(%w, %all-reduce.2), kind=kLoop, calls=%fused_update, metadata={op_name="jit(step)/add"}
+  ROOT %exp.1 = f32[4,2]{1,0} exponential(%update_fusion), metadata={op_name="jit(step)/jvp(M)/Dense_0/exp"}
+}
+"""
+
+
+def _cpu_trace(path):
+  """An XLA:CPU-shaped trace of 2 steps on 2 devices: device 0 runs
+  neg.1, all-reduce.2, update_fusion, exp.1 (10, 5, 20, 3 us); device 1,
+  listed after it, the same ops in another order."""
+  meta = [{"ph": "M", "name": "process_name", "pid": 1,
+           "args": {"name": "/host:CPU"}}]
+  runs = {"0": [("neg.1", 10.0), ("all-reduce.2", 5.0),
+                ("update_fusion", 20.0), ("exp.1", 3.0)]}
+  runs["1"] = runs["0"][::-1]
+  events, ts = [], 0.0
+  for device, ops in runs.items():
+    for _ in range(2):
+      for op, dur in ops:
+        events.append({"ph": "X", "pid": 1, "tid": int(device), "ts": ts,
+                       "dur": dur, "name": op,
+                       "args": {"hlo_op": op, "device_ordinal": device}})
+        ts += dur
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": meta + events}, f)
+
+
+def test_ops_matching_lists_ops_in_run_order_by_fused_names(tmp_path):
+  path = str(tmp_path / "cpu.trace.json.gz")
+  _cpu_trace(path)
+  rows = trace_summary.ops_matching(path, HLO_OPS, "Dense_1", steps=2)
+  # The update fusion matches through the transpose fused into it; the
+  # combined all-reduce, whose name joins every operand's, only by its own
+  # name or phase. In device 0's order, per step.
+  assert [r["op"] for r in rows] == ["neg.1", "update_fusion"]
+  neg, update = rows
+  assert neg == dict(op="neg.1", ms=pytest.approx(0.01), runs=1.0,
+                     kind="elementwise", phase="forward",
+                     shape="f32[2,4]{1,0}",
+                     names=["jit(step)/jvp(M)/Dense_1/neg"])
+  assert update["phase"] == "update and rest"
+  assert update["ms"] == pytest.approx(0.02)
+  assert update["names"] == ["jit(step)/add",
+                             "jit(step)/transpose(jvp(M))/Dense_1/transpose"]
+  by_phase = trace_summary.ops_matching(path, HLO_OPS, "update and rest", 2)
+  assert [r["op"] for r in by_phase] == ["update_fusion"]
+  (reduce,) = trace_summary.ops_matching(path, HLO_OPS, "^all-reduce", 2)
+  assert reduce["kind"] == "collective" and reduce["names"] == []
+  table = trace_summary.format_ops(rows, "Dense_1")
+  assert "2, 0.03 ms / step" in table
+  assert ("| update_fusion | elementwise | update and rest | f32[4,2]{1,0} | "
+          "0.02 | add; Dense_1/transpose |") in table
+  with pytest.raises(ValueError, match=r"--ops '\(': bad regex"):
+    trace_summary.ops_matching(path, HLO_OPS, "(", 2)
+
+
+def test_command_line_lists_one_modules_ops(traced_step, capsys):
+  trace_summary.main([traced_step, "--steps", "3", "--ops", "Dense_0/"])
+  out = capsys.readouterr().out
+  listing = out[out.index("Ops matching 'Dense_0/'"):]
+  rows = [line for line in listing.splitlines()
+          if line.startswith("| ") and not line.startswith("| op |")]
+  assert rows and all("Dense_0/" in row for row in rows)
+  # Dense_0's forward matmul, then its two backward ones (one device).
+  phases = [row.split(" | ")[2] for row in rows if " | matmul | " in row]
+  assert phases == ["forward", "backward", "backward"]
+  with pytest.raises(SystemExit):  # Before any trace is read.
+    trace_summary.main([traced_step + "/nothing", "--ops", "("])
+  assert "--ops '(': bad regex" in capsys.readouterr().err
