@@ -334,8 +334,12 @@ def traces(directory, pattern="*.trace.json.gz"):
   return [one] if one else []
 
 
+@functools.lru_cache(maxsize=8)
 def op_events(trace_path):
   """[(device, hlo_op, kernel name, start us, duration us)] of a trace.
+
+  Cached by path (`summarize` and `ops_matching` read the same traces): the
+  list is shared, read it only.
 
   Where the trace has accelerator processes (`/device:GPU:0`, ...), their
   events alone (a host thread's event naming an op is its launch); else
