@@ -447,6 +447,13 @@ def _short(op_name):
   return "/".join(c for c in op_name.split("/") if "(" not in c) or op_name
 
 
+def _ops_regex(pattern):
+  try:
+    return re.compile(pattern)
+  except re.error as e:
+    raise ValueError(f"--ops {pattern!r}: bad regex ({e}).") from None
+
+
 def ops_matching(trace_paths, hlo_text, pattern, steps=1):
   """Rows dict(op, ms, runs, kind, phase, shape, names) per step of the
   first traced device, for the ops that match `pattern` (a regex searched
@@ -457,10 +464,7 @@ def ops_matching(trace_paths, hlo_text, pattern, steps=1):
   events = op_events(trace_paths[0])
   if not events:
     raise ValueError(f"{trace_paths[0]}: no op events with an `hlo_op`.")
-  try:
-    regex = re.compile(pattern)
-  except re.error as e:
-    raise ValueError(f"--ops {pattern!r}: bad regex ({e}).") from None
+  regex = _ops_regex(pattern)
   instrs, comps = parse_hlo(hlo_text) if hlo_text else ({}, {})
   known = classify(instrs, comps)
   first_device = events[0][0]
@@ -560,11 +564,11 @@ def main(argv=None):
                  "phase or fused JAX name stacks match REGEX (needs the HLO "
                  "for phases and name stacks).")
   args = p.parse_args(argv)
-  if args.ops is not None:
+  if args.ops is not None:  # A bad regex fails before any trace is read.
     try:
-      re.compile(args.ops)
-    except re.error as e:
-      p.error(f"--ops {args.ops!r}: bad regex ({e}).")
+      _ops_regex(args.ops)
+    except ValueError as e:
+      p.error(str(e))
   is_dir = fs.isdir(args.directory)
   found = (traces(args.directory) if is_dir
            else [args.directory] if fs.exists(args.directory) else [])
